@@ -1,0 +1,48 @@
+"""Errors the indexer raises, each with a message a user can act on.
+
+    IndexerError
+    ├── SourceError           missing/unreadable source path, empty corpus
+    ├── CollectionNotFound    no published generation for a collection name
+    ├── InvalidCollectionName
+    ├── CorruptGeneration     manifest missing/unreadable, ID sets disagree, store will not open
+    ├── ModelMismatch         a generation embedded with another model/dimension than configured
+    ├── EmbeddingModelUnavailable  the offline model files are not installed
+    └── BuildLocked           another build of the same collection is running
+
+The CLIs turn these into one-line messages and non-zero exit codes; the server turns them
+into MCP tool errors. Nothing else is expected to escape.
+"""
+
+
+class IndexerError(Exception):
+    """Base class: `str(error)` is the one-line, actionable message."""
+
+    exit_code = 1
+
+
+class SourceError(IndexerError):
+    exit_code = 2
+
+
+class InvalidCollectionName(IndexerError):
+    exit_code = 2
+
+
+class CollectionNotFound(IndexerError):
+    exit_code = 3
+
+
+class CorruptGeneration(IndexerError):
+    exit_code = 4
+
+
+class ModelMismatch(IndexerError):
+    exit_code = 5
+
+
+class EmbeddingModelUnavailable(IndexerError):
+    exit_code = 6
+
+
+class BuildLocked(IndexerError):
+    exit_code = 7

@@ -1,0 +1,119 @@
+"""Settings: code defaults < `config/docgate.toml` (or `--config FILE`) < `DOCGATE_*` environment.
+
+Nested keys use a double underscore in the environment: `DOCGATE_VECTORS__URL`,
+`DOCGATE_EMBEDDING__BATCH_SIZE`. `DOCGATE_DATA_DIR` moves every index and model file.
+The server extends this class with its own sections; both read the same TOML file and
+ignore the other's sections.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Self
+
+import platformdirs
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+# The TOML file in effect for the settings being loaded; set only inside `load()`.
+_config_file: ContextVar[Path | None] = ContextVar("docgate_config_file", default=None)
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("docgate", appauthor=False))
+
+
+class EmbeddingSettings(BaseModel):
+    model: str = Field(default=DEFAULT_MODEL, description="fastembed model name; the default ships offline.")
+    model_dir: Path | None = Field(
+        default=None,
+        description="Directory with model.onnx + tokenizer files; default: assembled under the data dir.",
+    )
+    max_length: int = Field(default=256, ge=16, le=8192, description="Token limit per embedded text.")
+    batch_size: int = Field(default=32, ge=1, le=1024)
+    threads: int | None = Field(default=None, ge=1, description="ONNX Runtime threads; default: all cores.")
+
+
+class ChunkingSettings(BaseModel):
+    target_tokens: int = Field(default=220, ge=32, le=2048, description="Pack blocks up to about this size.")
+    max_tokens: int = Field(default=300, ge=32, le=4096, description="Hard ceiling for one chunk.")
+    min_tokens: int = Field(
+        default=60, ge=0, le=1024, description="Smaller sections merge with the next one."
+    )
+    overlap_tokens: int = Field(default=40, ge=0, le=512, description="Tail of a split section repeated.")
+
+
+class VectorSettings(BaseModel):
+    url: str | None = Field(
+        default=None,
+        description="Qdrant server URL (http://host:6333) for server/cluster mode; unset = embedded store.",
+    )
+    api_key_env: str = Field(default="QDRANT_API_KEY", description="Env var holding the Qdrant API key.")
+    hnsw_m: int = Field(default=16, ge=4, le=128)
+    hnsw_ef_construct: int = Field(default=100, ge=8, le=1024)
+
+
+class IndexerSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DOCGATE_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    log_level: str = "INFO"
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
+    vectors: VectorSettings = Field(default_factory=VectorSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file.get()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, config: Path | None = None, **overrides: Any) -> Self:
+        """Load settings; `config` (or `DOCGATE_CONFIG`) names a TOML file that must exist."""
+        path = config or (Path(os.environ["DOCGATE_CONFIG"]) if os.environ.get("DOCGATE_CONFIG") else None)
+        if path is not None:
+            if not path.is_file():
+                raise FileNotFoundError(f"config file {path} does not exist")
+            # Parse once here so a syntax error names the file instead of surfacing deep inside pydantic.
+            try:
+                tomllib.loads(path.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError as error:
+                raise ValueError(f"config file {path} is not valid TOML: {error}") from error
+        token = _config_file.set(path)
+        try:
+            return cls(**overrides)
+        finally:
+            _config_file.reset(token)
+
+    @property
+    def collections_dir(self) -> Path:
+        return self.data_dir / "collections"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
