@@ -1,0 +1,118 @@
+"""Shared fixtures: isolated settings per test, one embedding model and one index build per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from indexer.build import BuildRequest, build_collection
+from indexer.embedding import Embedder, assemble_offline_model, shared_embedder
+from indexer.settings import EmbeddingSettings
+from server.settings import ServerSettings
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE_CORPUS = REPO / "tests" / "fixtures" / "corpus"
+CORPORA = REPO.parent / "shared" / "corpora"
+DJANGO_TARBALL = CORPORA / "django-3.2-docs-html.tar.gz"
+MCP_TARBALL = CORPORA / "mcp-spec-docs-md.tar.gz"
+
+
+def needs_corpus(tarball: Path) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(
+        not tarball.is_file(),
+        reason=f"{tarball.name} not found under {CORPORA} (the shared corpora sit beside a development checkout)",
+    )
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The offline model, assembled once per session."""
+    return assemble_offline_model(tmp_path_factory.mktemp("models"), 256)
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, model_dir: Path) -> Path:
+    """No DOCGATE_* variable leaks in; every test gets its own data dir; the model is shared."""
+    for name in list(os.environ):
+        if name.startswith("DOCGATE_"):
+            monkeypatch.delenv(name)
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("DOCGATE_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("DOCGATE_EMBEDDING__MODEL_DIR", str(model_dir))
+    return data_dir
+
+
+def settings_for(data_dir: Path, model_dir: Path, **overrides: Any) -> ServerSettings:
+    return ServerSettings.load(
+        None, data_dir=data_dir, embedding=EmbeddingSettings(model_dir=model_dir), **overrides
+    )
+
+
+@pytest.fixture(scope="session")
+def embedder(model_dir: Path) -> Embedder:
+    return shared_embedder(EmbeddingSettings(model_dir=model_dir), model_dir.parent)
+
+
+@pytest.fixture
+def settings(isolated_env: Path, model_dir: Path) -> ServerSettings:
+    return settings_for(isolated_env, model_dir)
+
+
+@pytest.fixture
+def corpus_copy(tmp_path: Path) -> Path:
+    """A private, editable copy of the small written fixture corpus."""
+    target = tmp_path / "corpus"
+    shutil.copytree(FIXTURE_CORPUS, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def lumen_data_dir(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, embedder: Embedder) -> Path:
+    """A data dir holding the fixture corpus as collection `lumen`, built once per session.
+
+    Tests must not modify it; copy it (`shutil.copytree`) to experiment.
+    """
+    data_dir = tmp_path_factory.mktemp("lumen-data")
+    settings = settings_for(data_dir, model_dir)
+    build_collection(
+        settings,
+        BuildRequest(collection="lumen", source=FIXTURE_CORPUS, version="1.0"),
+        embedder=embedder,
+    )
+    return data_dir
+
+
+def extract(tarball: Path, target: Path) -> Path:
+    """Unpack a corpus tarball and return the folder that holds its documents."""
+    with tarfile.open(tarball) as archive:
+        archive.extractall(target, filter="data")
+    children = [p for p in target.iterdir() if p.is_dir()]
+    return children[0] if len(children) == 1 else target
+
+
+@pytest.fixture(scope="session")
+def django_docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not DJANGO_TARBALL.is_file():
+        pytest.skip(f"{DJANGO_TARBALL} not found: the shared corpora sit beside a development checkout")
+    return extract(DJANGO_TARBALL, tmp_path_factory.mktemp("django-docs"))
+
+
+@pytest.fixture(scope="session")
+def django_data_dir(
+    tmp_path_factory: pytest.TempPathFactory, django_docs: Path, model_dir: Path, embedder: Embedder
+) -> Iterator[Path]:
+    """The Django 3.2 docs (without faq/) as collection `django`, built once per session (minutes)."""
+    data_dir = tmp_path_factory.mktemp("django-data")
+    settings = settings_for(data_dir, model_dir)
+    build_collection(
+        settings,
+        BuildRequest(collection="django", source=django_docs, version="3.2", exclude=["faq/*"]),
+        embedder=embedder,
+    )
+    yield data_dir
