@@ -1,0 +1,1 @@
+"""docgate server: the online side that answers MCP tool calls over an index generation."""

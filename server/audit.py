@@ -1,0 +1,232 @@
+"""Hash-chained, append-only JSONL audit log, and its verifier.
+
+One line per tool call and per denied request. Each record carries `seq` (its 1-based line
+number), `prev_hash` (the previous record's `hash`; 64 zeros for the first) and `hash`, the
+SHA-256 of the record's canonical JSON without `hash`. Editing, removing, inserting or
+reordering lines therefore breaks the chain at a line `verify` can name.
+
+Records hold no secrets and no raw user text: tool arguments appear only as a SHA-256 digest
+(`args_digest`), so a query is never written down.
+
+Appends are safe across threads and processes: each takes an exclusive `flock` on the log,
+reads the last record from the file tail (another process may have appended since), writes one
+line with a single `os.write` on an O_APPEND descriptor, fsyncs, and unlocks.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio.to_thread
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+
+log = structlog.get_logger()
+
+GENESIS_HASH = "0" * 64
+_TAIL_BLOCK = 8192
+
+
+class AuditError(Exception):
+    """The audit log cannot be appended to."""
+
+
+class AuditLogCorruptError(AuditError):
+    """The log's last record is damaged, so a new record cannot be chained to it."""
+
+
+def canonical_json(value: Any) -> bytes:
+    """The one byte form that gets hashed: sorted keys, no whitespace, UTF-8, no NaN."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def args_digest(arguments: Mapping[str, Any]) -> str:
+    """SHA-256 of a tool call's arguments: lets an auditor match a call without storing its text."""
+    return hashlib.sha256(canonical_json(dict(arguments))).hexdigest()
+
+
+class AuditEvent(BaseModel):
+    """What the caller reports about one tool call or denial; `AuditLog` adds time and chain fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_id: str = Field(min_length=1, max_length=128)
+    tenant: str = Field(max_length=64)
+    key_id: str | None = Field(default=None, max_length=64)
+    transport: Literal["stdio", "http"]
+    tool: str = Field(min_length=1, max_length=64)
+    args_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    decision: Literal["allow", "deny"]
+    # Short machine-readable codes ("rate_limited", "collection_not_granted"), never user text.
+    reason: str | None = Field(default=None, max_length=200)
+    chunk_ids: list[str] = Field(default_factory=list)
+    generations: dict[str, int] = Field(default_factory=dict, description="collection -> generation served")
+    latency_ms: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    tokens_in: int = Field(default=0, ge=0)
+    tokens_out: int = Field(default=0, ge=0)
+    outcome: Literal["ok", "error", "denied"]
+    error_code: str | None = Field(default=None, pattern=r"^[a-z0-9_.-]{1,64}$")
+
+
+class VerifyResult(BaseModel):
+    ok: bool
+    records: int = Field(description="Records that verified before the first bad line (all of them when ok).")
+    first_bad_line: int | None = None
+    reason: str | None = None
+    head_hash: str = Field(
+        default=GENESIS_HASH,
+        description="Hash of the last good record; keep it elsewhere to detect a rewritten tail later.",
+    )
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _record_hash(record: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(record)).hexdigest()
+
+
+def _last_line(fd: int, size: int) -> bytes:
+    """The final line (with its newline) of a non-empty file, read backwards from the end."""
+    pos = size
+    buf = b""
+    while pos > 0:
+        step = min(_TAIL_BLOCK, pos)
+        pos -= step
+        buf = os.pread(fd, step, pos) + buf
+        cut = buf.rfind(b"\n", 0, len(buf) - 1)
+        if cut >= 0:
+            return buf[cut + 1 :]
+    return buf
+
+
+def _chain_tail(fd: int, size: int, path: Path) -> tuple[int, str]:
+    """(seq, hash) of the last record, or (0, genesis) for an empty log."""
+    if size == 0:
+        return 0, GENESIS_HASH
+    line = _last_line(fd, size)
+    hint = f"run `docgate audit verify {path}` and move the damaged log aside"
+    if not line.endswith(b"\n"):
+        raise AuditLogCorruptError(f"audit log {path} ends with a partial line; {hint}")
+    try:
+        record = json.loads(line)
+        seq, digest = record["seq"], record["hash"]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise AuditLogCorruptError(f"audit log {path}: last line is not an audit record; {hint}") from exc
+    if type(seq) is not int or not isinstance(digest, str):
+        raise AuditLogCorruptError(f"audit log {path}: last record has no valid seq/hash; {hint}")
+    return seq, digest
+
+
+class AuditLog:
+    """Appends chained records to one JSONL file."""
+
+    def __init__(self, path: Path, *, now: Callable[[], datetime] = _utcnow) -> None:
+        self.path = path
+        self._now = now
+        # flock already serialises threads (each append opens its own file description); the
+        # in-process lock just spares threads a trip through the kernel's lock queue.
+        self._lock = threading.Lock()
+
+    def append_sync(self, event: AuditEvent) -> dict[str, Any]:
+        """Write one record and return it (with seq, time, prev_hash and hash). Blocks on fsync."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                size = os.fstat(fd).st_size
+                seq, prev_hash = _chain_tail(fd, size, self.path)
+                record: dict[str, Any] = {
+                    "seq": seq + 1,
+                    "time": _iso(self._now()),
+                    **event.model_dump(mode="json"),
+                    "prev_hash": prev_hash,
+                }
+                record["hash"] = _record_hash(record)
+                line = canonical_json(record) + b"\n"
+                # One write on an O_APPEND descriptor under the lock: the line lands whole at the end.
+                written = os.write(fd, line)
+                if written != len(line):
+                    raise AuditError(f"short write to audit log {self.path} ({written} of {len(line)} bytes)")
+                os.fsync(fd)
+                if size == 0:
+                    _fsync_dir(self.path.parent)  # make the new file's directory entry durable
+            finally:
+                os.close(fd)  # also releases the flock
+        return record
+
+    async def append(self, event: AuditEvent) -> dict[str, Any]:
+        """`append_sync` on a worker thread, so the event loop never waits on fsync."""
+        return await anyio.to_thread.run_sync(self.append_sync, event)
+
+
+def _fsync_dir(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def verify(path: Path) -> VerifyResult:
+    """Check every line's hash, seq and prev_hash; report the first line that breaks the chain.
+
+    Raises FileNotFoundError when there is no log at `path`.
+    """
+    prev_hash = GENESIS_HASH
+    count = 0
+
+    def bad(line_no: int, reason: str) -> VerifyResult:
+        return VerifyResult(
+            ok=False, records=count, first_bad_line=line_no, reason=reason, head_hash=prev_hash
+        )
+
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            if not raw.endswith(b"\n"):
+                return bad(line_no, "truncated line: no newline at the end (interrupted or cut write)")
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                return bad(line_no, "not a JSON record")
+            if not isinstance(record, dict):
+                return bad(line_no, "not a JSON object")
+            claimed = record.pop("hash", None)
+            if not isinstance(claimed, str):
+                return bad(line_no, "record has no hash")
+            try:
+                body = canonical_json(record)
+            except ValueError:
+                return bad(line_no, "record holds values outside canonical JSON")
+            if hashlib.sha256(body).hexdigest() != claimed:
+                return bad(line_no, "hash mismatch: the record was edited")
+            if raw[:-1] != canonical_json({**record, "hash": claimed}):
+                return bad(line_no, "record is not in canonical form: the line was re-encoded or edited")
+            seq = record.get("seq")
+            if type(seq) is not int or seq != line_no:
+                return bad(
+                    line_no, f"seq is {seq!r} on line {line_no}: a record was removed, inserted or reordered"
+                )
+            if record.get("prev_hash") != prev_hash:
+                return bad(
+                    line_no, "prev_hash does not match the previous record's hash: the chain is broken"
+                )
+            prev_hash = claimed
+            count += 1
+    return VerifyResult(ok=True, records=count, head_hash=prev_hash)
