@@ -1,0 +1,157 @@
+"""`docgate`: serve | search | keys | audit.
+
+`serve --stdio` speaks MCP on stdin/stdout (logs go to stderr only); `serve --http HOST:PORT`
+serves streamable HTTP at /mcp. Without a tenants file the server is single-user and refuses
+to bind anything but loopback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import typer
+
+from indexer.errors import IndexerError
+from indexer.logs import configure_logging
+from server.admin_cli import audit_app, keys_app
+from server.settings import ServerSettings
+
+app = typer.Typer(
+    name="docgate",
+    help="Documentation server for AI agents (Model Context Protocol).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="TOML settings file (default: DOCGATE_CONFIG).")
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    sys.stderr.write(f"error: {message}\n")
+    raise typer.Exit(code)
+
+
+def _settings(config: Path | None) -> ServerSettings:
+    try:
+        settings = ServerSettings.load(config)
+    except (FileNotFoundError, ValueError) as error:
+        _fail(str(error).splitlines()[0])
+    configure_logging(settings.log_level)
+    return settings
+
+
+def parse_bind(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise typer.BadParameter(f"expected HOST:PORT, e.g. 127.0.0.1:8765, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command()
+def serve(
+    stdio: Annotated[
+        bool, typer.Option("--stdio", help="Serve MCP over stdin/stdout (for Claude Desktop, IDEs).")
+    ] = False,
+    http: Annotated[
+        str | None, typer.Option("--http", help="Serve streamable HTTP on HOST:PORT (path /mcp).")
+    ] = None,
+    tenant: Annotated[
+        str | None,
+        typer.Option("--tenant", envvar="DOCGATE_TENANT", help="Tenant for stdio (the local operator)."),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Serve every published collection over MCP; new generations are picked up without restart."""
+    if stdio == (http is not None):
+        _fail("choose exactly one of --stdio or --http HOST:PORT")
+    settings = _settings(config)
+    if tenant:
+        settings.serve.tenant = tenant
+    from server.app import build_runtime, create_mcp_server
+
+    try:
+        runtime = build_runtime(settings)
+        runtime.registry.tenant(settings.serve.tenant) if stdio else None
+    except (IndexerError, OSError) as error:
+        _fail(str(error), getattr(error, "exit_code", 1))
+    except LookupError as error:
+        _fail(f"{error}; check --tenant and the tenants file")
+    except Exception as error:  # tenants file problems carry their own one-line message
+        _fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
+    if stdio:
+        mcp, _ = create_mcp_server(runtime, "stdio")
+        anyio.run(mcp.run_stdio_async)
+        return
+    assert http is not None
+    host, port = parse_bind(http)
+    if runtime.registry.single_user and not is_loopback(host):
+        _fail(
+            f"refusing to bind {host}: without a tenants file docgate is single-user and serves loopback only; "
+            "set auth.tenants_file (DOCGATE_TENANTS_FILE) to require API keys"
+        )
+    import uvicorn
+
+    from server.http import create_http_app
+
+    asgi, _ = create_http_app(runtime, host, port)
+    uvicorn.run(asgi, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="Question or keywords.")],
+    collection: Annotated[
+        list[str] | None, typer.Option("--collection", "-c", help="Collection (repeatable).")
+    ] = None,
+    version: Annotated[str | None, typer.Option("--version")] = None,
+    k: Annotated[int, typer.Option("-k")] = 8,
+    tenant: Annotated[str | None, typer.Option("--tenant", envvar="DOCGATE_TENANT")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run the search tool's core from the shell and print its JSON result."""
+    settings = _settings(config)
+    from server import guards
+    from server.app import build_runtime
+    from server.errors import ServiceError
+    from server.service import Access
+
+    try:
+        runtime = build_runtime(settings)
+        grant = runtime.registry.tenant(tenant or settings.serve.tenant)
+        result, _ = runtime.service.search(
+            Access(grant.name, grant.may_read),
+            guards.validate_query(query),
+            collections=guards.validate_collections(collection or None),
+            version=version,
+            k=guards.validate_k(k),
+        )
+    except (IndexerError, ServiceError, guards.InvalidArgument, LookupError) as error:
+        _fail(str(error))
+    sys.stdout.write(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

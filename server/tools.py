@@ -1,0 +1,205 @@
+"""Thin MCP tool handlers: validate → identify → limit → call the core → audit → shape.
+
+Every call, allowed or not, leaves exactly one audit record and one trace event. Anticipated
+failures become MCP tool errors with an actionable message; anything else is logged with its
+traceback and reaches the client only as "internal error" plus a request id.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import anyio.to_thread
+import structlog
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import BaseModel
+
+from server.audit import AuditEvent, AuditLog, args_digest
+from server.errors import BudgetExhausted, RateLimited, ServiceError
+from server.guards import InvalidArgument
+from server.limits import RateLimiter, TokenBudget
+from server.service import Access, DocService
+from server.tenants import Principal, TenantRegistry, UnknownTenant
+
+log = structlog.get_logger()
+T = TypeVar("T", bound=BaseModel)
+
+
+@dataclass
+class CallRecord:
+    """What a core call reports back for the audit record and the trace."""
+
+    chunk_ids: list[str] = field(default_factory=list)
+    generations: dict[str, int] = field(default_factory=dict)
+    tokens_in: int = 0
+    trace: dict[str, Any] = field(default_factory=dict)
+    denied_reason: str | None = None
+
+
+class Gateway:
+    """The per-call pipeline shared by every tool."""
+
+    def __init__(
+        self,
+        service: DocService,
+        registry: TenantRegistry,
+        audit: AuditLog,
+        limiter: RateLimiter,
+        budget: TokenBudget,
+        transport: Literal["stdio", "http"],
+        stdio_tenant: str,
+    ) -> None:
+        self.service = service
+        self.registry = registry
+        self.audit = audit
+        self.limiter = limiter
+        self.budget = budget
+        self.transport = transport
+        self.stdio_tenant = stdio_tenant
+
+    def principal(self) -> Principal:
+        """Who is calling. Never derived from tool arguments."""
+        if self.transport == "stdio":
+            return Principal(tenant=self.stdio_tenant, key_id=None, transport="stdio")
+        token = get_access_token()
+        if token is None:
+            if self.registry.single_user:
+                return Principal(tenant=self.stdio_tenant, key_id=None, transport="http")
+            # The bearer middleware rejects unauthenticated requests before they get here.
+            raise ToolError("authentication required")
+        claims = token.claims or {}
+        return Principal(tenant=token.client_id, key_id=claims.get("key_id"), transport="http")
+
+    async def call(
+        self,
+        tool: str,
+        arguments: dict[str, Any],
+        core: Callable[[Access, CallRecord], T],
+        *,
+        admission: bool = True,
+    ) -> T:
+        request_id = uuid.uuid4().hex
+        started = time.perf_counter()
+        principal = self.principal()
+        record = CallRecord()
+        event: dict[str, Any] = {
+            "request_id": request_id,
+            "tenant": principal.tenant,
+            "key_id": principal.key_id,
+            "transport": principal.transport,
+            "tool": tool,
+            "args_sha256": args_digest(arguments),
+        }
+        bound = log.bind(trace_id=request_id, tenant=principal.tenant, tool=tool)
+        try:
+            try:
+                tenant = self.registry.tenant(principal.tenant)
+            except UnknownTenant as error:
+                raise ToolError(f"tenant {principal.tenant!r} is not configured on this server") from error
+            if admission:
+                self._admit(tenant)
+            access = Access(tenant=tenant.name, allowed=tenant.may_read)
+            result = await anyio.to_thread.run_sync(core, access, record)
+            tokens_out = self.service.tokens(result)
+            self.budget.charge(tenant, record.tokens_in + tokens_out)
+        except (InvalidArgument, ServiceError, ToolError) as error:
+            code = getattr(
+                error, "code", "invalid_argument" if isinstance(error, InvalidArgument) else "error"
+            )
+            denied = isinstance(error, RateLimited | BudgetExhausted) or record.denied_reason is not None
+            await self._audit(
+                event,
+                record,
+                started,
+                decision="deny" if denied else "allow",
+                reason=record.denied_reason or (code if denied else None),
+                outcome="denied" if denied else "error",
+                error_code=code,
+            )
+            bound.info("tool_call", outcome="error", error_code=code, latency_ms=_ms(started), **record.trace)
+            if isinstance(error, ToolError):
+                raise
+            raise ToolError(_with_retry(str(error), getattr(error, "retry_after", None))) from error
+        except Exception as error:
+            bound.exception("tool_call_failed", latency_ms=_ms(started))
+            await self._audit(
+                event, record, started, decision="allow", reason=None, outcome="error", error_code="internal"
+            )
+            raise ToolError(f"internal error while running {tool}; request id {request_id}") from error
+        await self._audit(
+            event,
+            record,
+            started,
+            decision="allow",
+            reason=None,
+            outcome="ok",
+            error_code=None,
+            tokens_out=tokens_out,
+        )
+        bound.info(
+            "tool_call",
+            outcome="ok",
+            latency_ms=_ms(started),
+            tokens_in=record.tokens_in,
+            tokens_out=tokens_out,
+            returned=record.chunk_ids[:50],
+            generations=record.generations,
+            **record.trace,
+        )
+        return result
+
+    def _admit(self, tenant: Any) -> None:
+        decision = self.limiter.check(tenant)
+        if not decision.allowed:
+            raise RateLimited(
+                f"rate limit of {tenant.requests_per_minute} requests per minute reached for your tenant",
+                retry_after=decision.retry_after_s,
+            )
+        decision = self.budget.check(tenant)
+        if not decision.allowed:
+            raise BudgetExhausted(
+                f"your tenant's daily token budget of {tenant.daily_token_budget} is used up",
+                retry_after=decision.retry_after_s,
+            )
+
+    async def _audit(
+        self,
+        event: dict[str, Any],
+        record: CallRecord,
+        started: float,
+        *,
+        decision: Literal["allow", "deny"],
+        reason: str | None,
+        outcome: Literal["ok", "error", "denied"],
+        error_code: str | None,
+        tokens_out: int = 0,
+    ) -> None:
+        await self.audit.append(
+            AuditEvent(
+                **event,
+                decision=decision,
+                reason=reason,
+                chunk_ids=record.chunk_ids,
+                generations=record.generations,
+                latency_ms=_ms(started),
+                tokens_in=record.tokens_in,
+                tokens_out=tokens_out,
+                outcome=outcome,
+                error_code=error_code,
+            )
+        )
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def _with_retry(message: str, retry_after: float | None) -> str:
+    if retry_after is None:
+        return message
+    return f"{message}; retry after {max(1, round(retry_after))} seconds"
