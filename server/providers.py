@@ -1,0 +1,473 @@
+"""Remote answer backends: OpenAI-compatible chat completions and the Anthropic Messages API.
+
+Both share one `httpx.AsyncClient` (passed in), explicit connect/read timeouts, an overall
+monotonic deadline, retries with jittered exponential backoff on 429/5xx/transport errors that
+honour ``Retry-After``, and one repair round trip when the model's JSON reply is unusable.
+
+Errors (all `ProviderError`):
+    ProviderConfigError   the settings cannot work (API key variable unset)
+    ProviderRejected      the provider refused the request (4xx other than 429): key, model, quota
+    ProviderTimeout       the overall deadline passed
+    ProviderUnavailable   retries exhausted, or the provider asked to wait past the deadline
+    ProviderBadOutput     the reply was not the JSON we asked for, even after one repair request
+
+API keys are read from the environment at call time and never appear in logs or messages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal, Protocol
+
+import anyio
+import httpx
+import structlog
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from server.grounding import Evidence
+from server.prompts import Redactor, build_prompt, repair_request
+
+log = structlog.get_logger(__name__)
+
+_ERROR_BODY_CHARS = 300
+_REPAIR_ECHO_CHARS = 8000
+
+
+class ProviderError(Exception):
+    """Base of every answer-backend failure."""
+
+
+class ProviderConfigError(ProviderError):
+    pass
+
+
+class ProviderRejected(ProviderError):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ProviderTimeout(ProviderError):
+    pass
+
+
+class ProviderUnavailable(ProviderError):
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ProviderBadOutput(ProviderError):
+    pass
+
+
+class ProviderSettings(BaseModel):
+    kind: Literal["openai", "anthropic"]
+    base_url: str = Field(
+        description="Server root or its /v1 URL, e.g. https://api.openai.com/v1, http://127.0.0.1:11434."
+    )
+    model: str
+    api_key_env: str | None = Field(
+        default=None,
+        description="Name of the environment variable holding the key (read per call, never logged). "
+        "None for local servers that need no key (Ollama, vLLM).",
+    )
+    timeout_s: float = Field(default=60.0, gt=0, description="Read timeout of one HTTP attempt.")
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    deadline_s: float = Field(default=90.0, gt=0, description="Cap on one generate() call, retries included.")
+    max_retries: int = Field(default=3, ge=0, description="Attempts after the first one.")
+    backoff_base_s: float = Field(default=0.5, ge=0)
+    backoff_max_s: float = Field(default=8.0, ge=0)
+    price_per_mtok_in: float = Field(default=0.0, ge=0, description="USD per million input tokens.")
+    price_per_mtok_out: float = Field(default=0.0, ge=0, description="USD per million output tokens.")
+    temperature: float = 0.0
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = Field(
+        default="max_tokens",
+        description="OpenAI-compatible only: newer OpenAI models take max_completion_tokens.",
+    )
+    anthropic_version: str = "2023-06-01"
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+        )
+
+
+class Citation(BaseModel):
+    n: int = Field(ge=1)
+    chunk_id: str | None = None
+
+
+class ModelReply(BaseModel):
+    """The JSON object the model must return (see prompts.REPLY_SCHEMA)."""
+
+    answer: str
+    citations: list[Citation] = Field(default_factory=list)
+    insufficient: bool = False
+
+    @model_validator(mode="after")
+    def _answer_present(self) -> ModelReply:
+        if not self.answer.strip() and not self.insufficient:
+            raise ValueError('"answer" is empty; write the answer or set "insufficient" to true')
+        return self
+
+
+class GeneratedAnswer(BaseModel):
+    answer: str = Field(description="Answer text with inline [n] markers referring to evidence numbers.")
+    citations: list[Citation]
+    insufficient: bool = False
+    usage: Usage
+    model: str
+    backend: str
+    repaired: bool = Field(default=False, description="True when a repair request was needed.")
+
+
+class AnswerBackend(Protocol):
+    async def generate(
+        self, question: str, evidence: list[Evidence], *, max_output_tokens: int, deadline: float
+    ) -> GeneratedAnswer:
+        """Answer from `evidence`; `deadline` is an absolute `time.monotonic()` instant."""
+        ...
+
+
+def estimate_cost(usage: Usage, settings: ProviderSettings) -> float:
+    """USD cost of `usage` at the configured prices."""
+    return (
+        usage.input_tokens * settings.price_per_mtok_in + usage.output_tokens * settings.price_per_mtok_out
+    ) / 1_000_000
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def parse_reply(text: str) -> ModelReply:
+    """Parse the model's JSON reply, tolerating a code fence or prose around the object."""
+    candidate = text.strip()
+    fenced = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", candidate, re.DOTALL)
+    if fenced:
+        candidate = fenced.group(1)
+    try:
+        data = json.loads(candidate)
+    except json.JSONDecodeError as exc:
+        start, end = candidate.find("{"), candidate.rfind("}")
+        if start < 0 or end <= start:
+            raise ValueError(f"the reply is not JSON ({exc.msg} at position {exc.pos})") from None
+        try:
+            data = json.loads(candidate[start : end + 1])
+        except json.JSONDecodeError as inner:
+            raise ValueError(f"the reply is not valid JSON ({inner.msg} at position {inner.pos})") from None
+    if not isinstance(data, dict):
+        raise ValueError("the reply is JSON but not an object")
+    try:
+        return ModelReply.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'reply'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ValueError(f"the JSON does not match the schema ({problems})") from None
+
+
+class _Completion(BaseModel):
+    text: str
+    usage: Usage
+    model: str
+
+
+class _HttpBackend:
+    """Deadline, retry and repair logic shared by the two wire formats."""
+
+    backend = ""
+    path = ""
+
+    def __init__(self, settings: ProviderSettings, client: httpx.AsyncClient, redact: Redactor) -> None:
+        self.settings = settings
+        self.client = client
+        self.redact = redact
+
+    # --- wire format (per subclass) -----------------------------------------------------------
+    def _headers(self, key: str | None) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _body(self, system: str, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _parse(self, data: dict[str, Any]) -> _Completion:
+        raise NotImplementedError
+
+    # --- shared flow --------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        base = self.settings.base_url.rstrip("/")
+        return f"{base}{self.path}" if base.endswith("/v1") else f"{base}/v1{self.path}"
+
+    def _api_key(self) -> str | None:
+        name = self.settings.api_key_env
+        if name is None:
+            return None
+        key = os.environ.get(name, "").strip()
+        if not key:
+            raise ProviderConfigError(
+                f"the {self.backend} backend needs an API key: set the environment variable {name}"
+            )
+        return key
+
+    async def generate(
+        self, question: str, evidence: list[Evidence], *, max_output_tokens: int, deadline: float
+    ) -> GeneratedAnswer:
+        deadline = min(deadline, time.monotonic() + self.settings.deadline_s)
+        prompt = build_prompt(question, evidence, self.redact)
+        if not prompt.sources:
+            raise ProviderError(
+                "no evidence is left to send once flagged sources are excluded; abstain instead"
+            )
+        key = self._api_key()
+        messages = [{"role": "user", "content": prompt.user}]
+        first = await self._complete(prompt.system, messages, max_output_tokens, deadline, key)
+        try:
+            reply = parse_reply(first.text)
+            return self._answer(reply, first.usage, first.model, repaired=False)
+        except ValueError as exc:
+            error = str(exc)
+        log.warning("provider_reply_invalid", backend=self.backend, model=first.model, error=error)
+        messages = [
+            *messages,
+            {"role": "assistant", "content": first.text[:_REPAIR_ECHO_CHARS] or "(empty reply)"},
+            {"role": "user", "content": repair_request(error)},
+        ]
+        second = await self._complete(prompt.system, messages, max_output_tokens, deadline, key)
+        try:
+            reply = parse_reply(second.text)
+        except ValueError as exc:
+            raise ProviderBadOutput(
+                f"{self.backend} model {self.settings.model} did not return the required JSON "
+                f"after one repair request: {exc}. Try a model that follows JSON instructions "
+                "or raise max_output_tokens if replies are cut off."
+            ) from None
+        return self._answer(reply, first.usage + second.usage, second.model, repaired=True)
+
+    def _answer(self, reply: ModelReply, usage: Usage, model: str, *, repaired: bool) -> GeneratedAnswer:
+        return GeneratedAnswer(
+            answer=reply.answer,
+            citations=reply.citations,
+            insufficient=reply.insufficient,
+            usage=usage,
+            model=model,
+            backend=self.backend,
+            repaired=repaired,
+        )
+
+    def _scrub(self, text: str, key: str | None) -> str:
+        # Some providers echo (part of) the key in 401 bodies: never pass it on.
+        return text.replace(key, "***") if key else text
+
+    async def _complete(
+        self,
+        system: str,
+        messages: list[dict[str, str]],
+        max_tokens: int,
+        deadline: float,
+        key: str | None,
+    ) -> _Completion:
+        """One model call with retries; returns the reply text and usage."""
+        body = self._body(system, messages, max_tokens)
+        headers = self._headers(key)
+        s = self.settings
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._timeout()
+            started = time.monotonic()
+            retry_after: float | None = None
+            # The per-attempt timeouts never exceed what is left of the deadline; fail_after also
+            # bounds a server that trickles bytes slower than the read timeout notices.
+            timeout = httpx.Timeout(
+                connect=min(s.connect_timeout_s, remaining),
+                read=min(s.timeout_s, remaining),
+                write=min(s.timeout_s, remaining),
+                pool=min(s.connect_timeout_s, remaining),
+            )
+            try:
+                with anyio.fail_after(remaining):
+                    response = await self.client.post(self.url, json=body, headers=headers, timeout=timeout)
+            except TimeoutError:
+                raise self._timeout() from None
+            except httpx.TransportError as exc:
+                reason = f"{type(exc).__name__} talking to {self.url}"
+            else:
+                elapsed_ms = round((time.monotonic() - started) * 1000)
+                log.info(
+                    "provider_response",
+                    backend=self.backend,
+                    model=s.model,
+                    status=response.status_code,
+                    attempt=attempt + 1,
+                    elapsed_ms=elapsed_ms,
+                )
+                if response.status_code == 200:
+                    return self._completion(response, key)
+                if response.status_code != 429 and response.status_code < 500:
+                    raise self._rejected(response, key)
+                reason = f"HTTP {response.status_code}"
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+
+            if time.monotonic() >= deadline:
+                raise self._timeout()
+            if attempt >= s.max_retries:
+                raise ProviderUnavailable(
+                    f"{self.backend} at {self.url} failed {attempt + 1} times (last: {reason}); "
+                    "check the provider's status or raise max_retries"
+                )
+            delay = min(s.backoff_max_s, s.backoff_base_s * 2**attempt) * random.uniform(0.5, 1.0)
+            if retry_after is not None:
+                delay = max(delay, retry_after)
+            left = deadline - time.monotonic()
+            if delay >= left:
+                if retry_after is not None and retry_after >= left:
+                    raise ProviderUnavailable(
+                        f"{self.backend} asked to retry after {retry_after:.1f}s ({reason}), "
+                        f"beyond the {left:.1f}s left of the deadline; try again later",
+                        retry_after_s=retry_after,
+                    )
+                raise self._timeout()
+            log.info(
+                "provider_retry",
+                backend=self.backend,
+                model=s.model,
+                attempt=attempt + 1,
+                reason=reason,
+                delay_s=round(delay, 3),
+            )
+            await anyio.sleep(delay)
+            attempt += 1
+
+    def _timeout(self) -> ProviderTimeout:
+        return ProviderTimeout(
+            f"{self.backend} model {self.settings.model} did not answer within the deadline "
+            f"(at most {self.settings.deadline_s:g}s); raise deadline_s or use a faster model"
+        )
+
+    def _rejected(self, response: httpx.Response, key: str | None) -> ProviderRejected:
+        status = response.status_code
+        detail = self._scrub(response.text[:_ERROR_BODY_CHARS], key)
+        if status in (401, 403):
+            hint = f"check the API key in the environment variable {self.settings.api_key_env}"
+        elif status == 404:
+            hint = f"check base_url ({self.settings.base_url}) and the model name ({self.settings.model})"
+        else:
+            hint = "the request was refused; see the provider's message"
+        return ProviderRejected(
+            f"{self.backend} returned HTTP {status}: {hint}. Provider said: {detail}", status
+        )
+
+    def _completion(self, response: httpx.Response, key: str | None) -> _Completion:
+        try:
+            data = response.json()
+            if not isinstance(data, dict):
+                raise TypeError("not an object")
+            return self._parse(data)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            detail = self._scrub(response.text[:_ERROR_BODY_CHARS], key)
+            raise ProviderBadOutput(
+                f"{self.backend} at {self.url} answered 200 with an unexpected body ({exc}); "
+                f"is base_url pointing at a {self.backend}-compatible API? Body starts: {detail}"
+            ) from None
+
+
+class OpenAIChatBackend(_HttpBackend):
+    """Any OpenAI-compatible `/v1/chat/completions` server: OpenAI, vLLM, Ollama."""
+
+    backend = "openai"
+    path = "/chat/completions"
+
+    def _headers(self, key: str | None) -> dict[str, str]:
+        return {"authorization": f"Bearer {key}"} if key else {}
+
+    def _body(self, system: str, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
+        return {
+            "model": self.settings.model,
+            "messages": [{"role": "system", "content": system}, *messages],
+            "response_format": {"type": "json_object"},
+            "temperature": self.settings.temperature,
+            self.settings.max_tokens_field: max_tokens,
+        }
+
+    def _parse(self, data: dict[str, Any]) -> _Completion:
+        message = data["choices"][0]["message"]
+        usage = data.get("usage") or {}
+        return _Completion(
+            text=message.get("content") or "",
+            usage=Usage(
+                input_tokens=int(usage.get("prompt_tokens", 0)),
+                output_tokens=int(usage.get("completion_tokens", 0)),
+            ),
+            model=str(data.get("model") or self.settings.model),
+        )
+
+
+class AnthropicMessagesBackend(_HttpBackend):
+    """Anthropic's `/v1/messages`."""
+
+    backend = "anthropic"
+    path = "/messages"
+
+    def _headers(self, key: str | None) -> dict[str, str]:
+        headers = {"anthropic-version": self.settings.anthropic_version}
+        if key:
+            headers["x-api-key"] = key
+        return headers
+
+    def _body(self, system: str, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
+        return {
+            "model": self.settings.model,
+            "system": system,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": self.settings.temperature,
+        }
+
+    def _parse(self, data: dict[str, Any]) -> _Completion:
+        blocks = data["content"]
+        text = "".join(b.get("text", "") for b in blocks if isinstance(b, dict) and b.get("type") == "text")
+        usage = data.get("usage") or {}
+        return _Completion(
+            text=text,
+            usage=Usage(
+                input_tokens=int(usage.get("input_tokens", 0)),
+                output_tokens=int(usage.get("output_tokens", 0)),
+            ),
+            model=str(data.get("model") or self.settings.model),
+        )
+
+
+def make_backend(settings: ProviderSettings, client: httpx.AsyncClient, redact: Redactor) -> AnswerBackend:
+    """The backend for `settings.kind`."""
+    if settings.kind == "anthropic":
+        return AnthropicMessagesBackend(settings, client, redact)
+    return OpenAIChatBackend(settings, client, redact)
