@@ -91,7 +91,8 @@ def retrieve(
     use_rewrites = settings.rewrites if rewrites is None else rewrites
     snapshots = [view.snapshots[c] for c in query.collections if c in view.snapshots]
     flt = ChunkFilter(collections=query.collections, version=query.version, path_prefix=query.path_prefix)
-    limit = max(settings.candidates, depth)
+    # Independent of `depth`, so page n of a result list is a prefix-consistent slice of page n+1's list.
+    limit = settings.candidates
     timer = _Timer()
     owner: dict[str, Snapshot] = {}
 

@@ -18,7 +18,7 @@ from indexer.models import Chunk
 from server import cursors
 from server.catalog import Catalog, CatalogView, Snapshot
 from server.errors import IndexUnavailable, UnknownChunk, UnknownCollection
-from server.guards import neutralize, screen
+from server.guards import InvalidArgument, neutralize, screen
 from server.retrieval import Candidate, Mode, RetrievalQuery, RetrievalResult, retrieve
 from server.settings import ServerSettings
 
@@ -229,10 +229,17 @@ class DocService:
         snippets = self._snippets(view, query, page)
         hits = [self._hit(c, view, snippets.get(c.chunk.chunk_id)) for c in page]
         shaped = self._fit(query, result.variants[1:], hits, max_tokens)
-        shown = len(shaped.hits)
-        # With nothing shown, a cursor would point at the same page again: the caller must raise max_tokens.
-        if shown and (shown < len(hits) or has_more):
-            shaped.next_cursor = cursors.encode(self._cursor_secret, offset + shown, context)
+        while True:
+            shown = len(shaped.hits)
+            # With nothing shown, a cursor would point at the same page again: the caller must raise max_tokens.
+            more = shown > 0 and (shown < len(hits) or has_more)
+            shaped.next_cursor = (
+                cursors.encode(self._cursor_secret, offset + shown, context) if more else None
+            )
+            if not shaped.hits or self.tokens(shaped) <= max_tokens:
+                break
+            shaped.hits.pop()  # the cursor itself did not fit: give its room back
+            shaped.truncated = True
         return shaped, result
 
     def _snippets(self, view: CatalogView, query: str, page: Sequence[Candidate]) -> dict[str, str]:
@@ -280,8 +287,8 @@ class DocService:
         result = SearchResult(
             query=query, rewritten_queries=variants, hits=[], next_cursor=None, truncated=False
         )
-        # Reserve room for a cursor that may be added after fitting.
-        budget = max_tokens - 48
+        # Reserve room for the cursor added after fitting (base64 costs about one token per 2 characters).
+        budget = max_tokens - 60
         used = self.tokens(result)
         for hit in hits:
             cost = self.tokens(hit) + 1
@@ -338,12 +345,18 @@ class DocService:
                 result.before.pop(0)
             else:
                 result.after.pop()
-        overflow = self.tokens(result) - max_tokens
-        if overflow > 0:
-            text = result.chunk.text
-            keep = max(0, self.embedder.count_tokens(text) - overflow - 16)
-            result.chunk = result.chunk.model_copy(
-                update={"text": self.embedder.truncate_to_tokens(text, keep) + " …", "truncated": True}
-            )
+        text = result.chunk.text
+        keep = self.embedder.count_tokens(text)
+        # JSON escaping makes text cost slightly more than its raw token count: shrink until it fits.
+        while (overflow := self.tokens(result) - max_tokens) > 0 and keep > 0:
+            keep = max(0, keep - overflow - 8)
+            shortened = self.embedder.truncate_to_tokens(text, keep) + " …" if keep else ""
+            result.chunk = result.chunk.model_copy(update={"text": shortened, "truncated": True})
             result.truncated = True
+        if self.tokens(result) > max_tokens:
+            raise InvalidArgument(
+                f"max_tokens: {max_tokens} is too small for this chunk's metadata alone; "
+                f"use at least {self.tokens(result) + 50}",
+                argument="max_tokens",
+            )
         return result

@@ -1,0 +1,111 @@
+"""Real MCP clients against a real `docgate serve` subprocess, over stdio or streamable HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+
+def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCGATE_")}
+    env["DOCGATE_DATA_DIR"] = str(data_dir)
+    env["DOCGATE_EMBEDDING__MODEL_DIR"] = os.environ["DOCGATE_EMBEDDING__MODEL_DIR"]
+    env["DOCGATE_SERVE__RELOAD_INTERVAL_S"] = "0.2"
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def http_server(data_dir: Path, *, args: tuple[str, ...] = (), **env: str) -> Iterator[str]:
+    """`docgate serve --http` on a free loopback port; yields the /mcp URL."""
+    port = free_port()
+    log = (data_dir.parent / f"server-{port}.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--http", f"127.0.0.1:{port}", *args],
+        env=server_env(data_dir, **env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"server exited with {process.returncode}: {Path(log.name).read_text()[-2000:]}"
+                )
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("server did not start listening")
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@contextlib.asynccontextmanager
+async def stdio_session(data_dir: Path, *extra_args: str, **env: str) -> AsyncIterator[ClientSession]:
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "server.cli", "serve", "--stdio", *extra_args],
+        env=server_env(data_dir, **env),
+    )
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+@contextlib.asynccontextmanager
+async def http_session(url: str, token: str | None = None) -> AsyncIterator[ClientSession]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=30) as client,
+        streamable_http_client(url, http_client=client) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        yield session
+
+
+async def call(session: ClientSession, tool: str, **arguments: Any) -> dict[str, Any]:
+    """Call a tool that must succeed; returns its structured content."""
+    result = await session.call_tool(tool, arguments)
+    text = result.content[0].text if result.content else ""  # type: ignore[union-attr]
+    assert not result.is_error, text
+    assert result.structured_content is not None
+    # The text content carries the same JSON for clients without structured output support.
+    assert json.loads(text) == result.structured_content
+    return dict(result.structured_content)
+
+
+async def call_error(session: ClientSession, tool: str, **arguments: Any) -> str:
+    """Call a tool that must fail with a tool error; returns the message."""
+    result = await session.call_tool(tool, arguments)
+    assert result.is_error, result.structured_content
+    message = result.content[0].text  # type: ignore[union-attr]
+    assert "Traceback" not in message
+    return str(message)
