@@ -9,6 +9,7 @@ import pytest
 
 from indexer import generations as gens
 from indexer.lexical import LexicalIndex
+from indexer.models import Chunk
 from indexer.status import verify_collection
 from server.catalog import Catalog
 from server.retrieval import RetrievalQuery, retrieve
@@ -21,7 +22,7 @@ NAVIGATION = re.compile(
 
 
 @pytest.fixture(scope="module")
-def django_chunks(django_data_dir: Path, model_dir: Path) -> list:
+def django_chunks(django_data_dir: Path, model_dir: Path) -> list[Chunk]:
     settings = settings_for(django_data_dir, model_dir)
     generation = gens.current_generation(settings.collections_dir, "django")
     assert generation is not None
