@@ -5,20 +5,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from mcp.server.mcpserver import MCPServer
-from mcp.types import ToolAnnotations
+import httpx
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.shared.message import ServerMessageMetadata
+from mcp.types import (
+    ClientCapabilities,
+    CreateMessageRequest,
+    CreateMessageRequestParams,
+    CreateMessageResult,
+    SamplingCapability,
+    SamplingMessage,
+    TextContent,
+    ToolAnnotations,
+)
 from pydantic import Field
 
 from indexer.embedding import Embedder, shared_embedder
 from server import guards
+from server.answering import Answerer, AnswerResult, SampledReply, SampleFn, validate_question
 from server.audit import AuditLog
+from server.cache import SemanticCache
 from server.catalog import Catalog
 from server.cursors import load_secret
+from server.errors import UnknownChunk, UnknownCollection
 from server.limits import RateLimiter, TokenBudget
 from server.service import Access, CollectionList, DocService, FetchResult, SearchResult
 from server.settings import ServerSettings
 from server.tenants import TenantRegistry
-from server.tools import CallRecord, Gateway
+from server.tools import AuditEveryCall, CallRecord, Gateway
 
 INSTRUCTIONS = """docgate serves documentation. Use `search` to find relevant passages (it returns short
 snippets with stable chunk IDs and source links), then `fetch_chunk` to read a passage in full with
@@ -44,6 +58,19 @@ exceeds `max_tokens` (farthest neighbours are dropped first, then the text is sh
 LIST_DESCRIPTION = """List the documentation collections you can search: name, version label, size and when
 each was indexed. Use the names for `search(collections=...)` and the versions for `search(version=...)`."""
 
+ANSWER_DESCRIPTION = """Answer a question from the documentation, with numbered citations, or say that
+the docs do not answer it.
+
+Use it for a direct question ("How do I make a model field optional?") when you want a short answer
+you can quote. Use `search` + `fetch_chunk` instead when you need to read around, compare several
+pages, or want raw passages. The answer cites sources inline as [n]; `citations` maps each n to a
+`chunk_id` (readable with `fetch_chunk`), page, source link and the supporting quote. Every sentence is
+checked against the retrieved sources (`grounding`: overall score and per-claim support); when support
+is too weak the result has `abstained: true` and an answer starting "I could not find a confident
+answer in the documentation." with pages worth reading — treat that as "not documented here", not as
+an error. Narrow with `collections` and `version` as for `search`. Repeated questions may be served
+from a cache (`cached: true`)."""
+
 READ_ONLY = ToolAnnotations(
     readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False
 )
@@ -59,6 +86,12 @@ class Runtime:
     audit: AuditLog
     limiter: RateLimiter
     budget: TokenBudget
+    http_client: httpx.AsyncClient
+    answerer: Answerer
+
+    async def aclose(self) -> None:
+        """Release network resources (the shared HTTP client of the answer backends)."""
+        await self.http_client.aclose()
 
 
 def build_runtime(settings: ServerSettings) -> Runtime:
@@ -69,6 +102,15 @@ def build_runtime(settings: ServerSettings) -> Runtime:
     secret = load_secret(settings.data_dir / "server" / "cursor.key")
     service = DocService(settings, catalog, embedder, secret)
     registry = TenantRegistry(settings.auth.tenants_file)
+    # One client for every remote model call: connection reuse; timeouts are set per request.
+    http_client = httpx.AsyncClient(follow_redirects=False)
+    answerer = Answerer(
+        settings,
+        service,
+        embedder,
+        client=http_client,
+        cache=SemanticCache[AnswerResult](settings.cache),
+    )
     return Runtime(
         settings=settings,
         embedder=embedder,
@@ -78,6 +120,8 @@ def build_runtime(settings: ServerSettings) -> Runtime:
         audit=AuditLog(settings.audit_path),
         limiter=RateLimiter(),
         budget=TokenBudget(settings.data_dir / "server" / "token-usage.json"),
+        http_client=http_client,
+        answerer=answerer,
     )
 
 
@@ -97,7 +141,12 @@ def create_mcp_server(
         transport,
         stdio_tenant or runtime.settings.serve.tenant,
     )
-    mcp = MCPServer(name="docgate", instructions=INSTRUCTIONS, **server_options)  # type: ignore[arg-type]
+    mcp = MCPServer(
+        name="docgate",
+        instructions=INSTRUCTIONS,
+        middleware=[AuditEveryCall(gateway)],
+        **server_options,  # type: ignore[arg-type]
+    )
     service = runtime.service
 
     @mcp.tool(
@@ -135,16 +184,20 @@ def create_mcp_server(
             size = guards.validate_k(k)
             budget = guards.validate_max_tokens(max_tokens)
             prefix = guards.validate_path_prefix(path_prefix) if path_prefix is not None else None
-            result, retrieval = service.search(
-                access,
-                text,
-                collections=names,
-                version=label,
-                path_prefix=prefix,
-                k=size,
-                max_tokens=budget,
-                cursor=cursor,
-            )
+            try:
+                result, retrieval = service.search(
+                    access,
+                    text,
+                    collections=names,
+                    version=label,
+                    path_prefix=prefix,
+                    k=size,
+                    max_tokens=budget,
+                    cursor=cursor,
+                )
+            except UnknownCollection:
+                record.denied_reason = service.denial_reason(access, collections=names)
+                raise
             record.chunk_ids = [hit.chunk_id for hit in result.hits]
             record.generations = {hit.collection: hit.generation for hit in result.hits}
             record.tokens_in = runtime.embedder.count_tokens(text)
@@ -173,7 +226,11 @@ def create_mcp_server(
             wanted = guards.validate_chunk_id(chunk_id)
             around = guards.validate_neighbors(neighbors)
             budget = guards.validate_max_tokens(max_tokens)
-            result = service.fetch(access, wanted, neighbors=around, max_tokens=budget)
+            try:
+                result = service.fetch(access, wanted, neighbors=around, max_tokens=budget)
+            except UnknownChunk:
+                record.denied_reason = service.denial_reason(access, chunk_id=wanted)
+                raise
             record.chunk_ids = [c.chunk_id for c in [*result.before, result.chunk, *result.after]]
             record.generations = {result.chunk.collection: result.chunk.generation}
             return result
@@ -194,4 +251,88 @@ def create_mcp_server(
 
         return await gateway.call("list_collections", {}, core)
 
+    @mcp.tool(
+        name="grounded_answer",
+        title="Answer from the documentation",
+        description=ANSWER_DESCRIPTION,
+        annotations=READ_ONLY,
+    )
+    async def grounded_answer(
+        question: Annotated[str, Field(description="The question, at most 2,000 characters.")],
+        ctx: Context,
+        collections: Annotated[
+            list[str] | None, Field(description="Collections to answer from; default: all you can read.")
+        ] = None,
+        version: Annotated[
+            str | None, Field(description="Only docs with this version label, e.g. '3.2'.")
+        ] = None,
+        max_tokens: Annotated[int, Field(description="Upper bound on the response size in tokens.")] = 1500,
+    ) -> AnswerResult:
+        arguments = {
+            "question": question,
+            "collections": collections,
+            "version": version,
+            "max_tokens": max_tokens,
+        }
+
+        async def core(access: Access, record: CallRecord) -> AnswerResult:
+            text = validate_question(question)
+            names = guards.validate_collections(collections)
+            label = guards.validate_version(version) if version is not None else None
+            budget = guards.validate_max_tokens(max_tokens)
+            result, trace = await runtime.answerer.answer(
+                access,
+                text,
+                collections=names,
+                version=label,
+                max_tokens=budget,
+                trace_id=record.request_id,
+                sample=_sampler(ctx) if runtime.settings.answer.backend == "sampling" else None,
+            )
+            record.chunk_ids = trace.chunk_ids
+            record.generations = trace.generations
+            record.tokens_in = trace.tokens_in
+            record.trace = trace.trace
+            return result
+
+        return await gateway.call_async("grounded_answer", arguments, core)
+
     return mcp, gateway
+
+
+def _sampler(ctx: Context) -> SampleFn | None:
+    """The client's model as an answer backend, or None when the client does not offer sampling."""
+    session = ctx.session
+    if not session.check_client_capability(ClientCapabilities(sampling=SamplingCapability())):
+        return None
+
+    async def sample(
+        system: str, messages: list[dict[str, str]], max_tokens: int, timeout_s: float
+    ) -> SampledReply:
+        request = CreateMessageRequest(
+            params=CreateMessageRequestParams(
+                messages=[
+                    SamplingMessage(
+                        role="assistant" if m["role"] == "assistant" else "user",
+                        content=TextContent(type="text", text=m["content"]),
+                    )
+                    for m in messages
+                ],
+                system_prompt=system,
+                max_tokens=max_tokens,
+                temperature=0.0,
+            )
+        )
+        # send_request rather than the deprecated create_message wrapper; the related request id
+        # routes the request over the tool call's own stream on streamable HTTP.
+        result = await session.send_request(
+            request,
+            CreateMessageResult,
+            request_read_timeout_seconds=timeout_s,
+            metadata=ServerMessageMetadata(related_request_id=ctx.request_id),
+        )
+        content = result.content
+        text = content.text if isinstance(content, TextContent) else ""
+        return SampledReply(text=text, model=result.model)
+
+    return sample

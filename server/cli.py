@@ -28,6 +28,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _logging() -> None:
+    """Logs go to stderr from the first line on: stdout carries MCP messages and `--json` output."""
+    configure_logging("INFO")
+
+
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 

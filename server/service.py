@@ -159,6 +159,24 @@ class DocService:
             chosen = matching
         return tuple(chosen)
 
+    def denial_reason(
+        self, access: Access, *, collections: Sequence[str] | None = None, chunk_id: str | None = None
+    ) -> str | None:
+        """For the audit log only: was an "unknown" answer really a refusal of something that exists?
+
+        The client never learns this; it got the same message either way. The unknown-chunk path
+        always looks in every collection here, so refusal and true absence cost the same.
+        """
+        view = self.catalog.view()
+        hidden = [name for name in sorted(view.snapshots) if not access.allowed(name)]
+        if collections and any(name in hidden for name in collections):
+            return "collection_not_granted"
+        if chunk_id is not None:
+            found = [name for name in hidden if view.snapshots[name].lexical.get(chunk_id) is not None]
+            if found:
+                return "chunk_not_granted"
+        return None
+
     def collections(self, access: Access) -> CollectionList:
         view = self.catalog.view()
         return CollectionList(

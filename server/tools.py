@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -29,6 +30,9 @@ from server.tenants import Principal, TenantRegistry, UnknownTenant
 log = structlog.get_logger()
 T = TypeVar("T", bound=BaseModel)
 
+# Set per tools/call by `AuditEveryCall`; the gateway marks it once it wrote the call's record.
+_audit_marker: ContextVar[dict[str, bool] | None] = ContextVar("docgate_audit_marker", default=None)
+
 
 @dataclass
 class CallRecord:
@@ -39,6 +43,7 @@ class CallRecord:
     tokens_in: int = 0
     trace: dict[str, Any] = field(default_factory=dict)
     denied_reason: str | None = None
+    request_id: str = ""
 
 
 class Gateway:
@@ -83,10 +88,26 @@ class Gateway:
         *,
         admission: bool = True,
     ) -> T:
+        """Run a synchronous core in a worker thread (retrieval and embedding block)."""
+
+        async def in_thread(access: Access, record: CallRecord) -> T:
+            return await anyio.to_thread.run_sync(core, access, record)
+
+        return await self.call_async(tool, arguments, in_thread, admission=admission)
+
+    async def call_async(
+        self,
+        tool: str,
+        arguments: dict[str, Any],
+        core: Callable[[Access, CallRecord], Awaitable[T]],
+        *,
+        admission: bool = True,
+    ) -> T:
+        """Run an async core (one that awaits remote models or the client) on the event loop."""
         request_id = uuid.uuid4().hex
         started = time.perf_counter()
         principal = self.principal()
-        record = CallRecord()
+        record = CallRecord(request_id=request_id)
         event: dict[str, Any] = {
             "request_id": request_id,
             "tenant": principal.tenant,
@@ -104,7 +125,7 @@ class Gateway:
             if admission:
                 self._admit(tenant)
             access = Access(tenant=tenant.name, allowed=tenant.may_read)
-            result = await anyio.to_thread.run_sync(core, access, record)
+            result = await core(access, record)
             tokens_out = self.service.tokens(result)
             self.budget.charge(tenant, record.tokens_in + tokens_out)
         except (InvalidArgument, ServiceError, ToolError) as error:
@@ -179,6 +200,9 @@ class Gateway:
         error_code: str | None,
         tokens_out: int = 0,
     ) -> None:
+        marker = _audit_marker.get()
+        if marker is not None:
+            marker["audited"] = True
         await self.audit.append(
             AuditEvent(
                 **event,
@@ -193,6 +217,54 @@ class Gateway:
                 error_code=error_code,
             )
         )
+
+    async def audit_rejected_call(self, params: Any, error_code: str) -> None:
+        """A tools/call the SDK refused before our handler ran (unknown tool, arguments off-schema)."""
+        principal = self.principal()
+        params = params if isinstance(params, dict) else {}
+        tool = params.get("name")
+        arguments = params.get("arguments")
+        await self.audit.append(
+            AuditEvent(
+                request_id=uuid.uuid4().hex,
+                tenant=principal.tenant,
+                key_id=principal.key_id,
+                transport=principal.transport,
+                tool=tool[:64] if isinstance(tool, str) and tool else "-",
+                args_sha256=args_digest(
+                    arguments if isinstance(arguments, dict) else {"raw": repr(arguments)[:10_000]}
+                ),
+                decision="allow",
+                reason=None,
+                outcome="error",
+                error_code=error_code,
+            )
+        )
+        log.info("tool_call", outcome="error", error_code=error_code, tenant=principal.tenant, tool=tool)
+
+
+class AuditEveryCall:
+    """MCP middleware: a tools/call that never reached a handler still leaves an audit record."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def __call__(self, ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
+        if ctx.method != "tools/call":
+            return await call_next(ctx)
+        marker = {"audited": False}
+        token = _audit_marker.set(marker)
+        try:
+            result = await call_next(ctx)
+        except Exception:
+            if not marker["audited"]:
+                await self.gateway.audit_rejected_call(ctx.params, "invalid_request")
+            raise
+        finally:
+            _audit_marker.reset(token)
+        if not marker["audited"]:
+            await self.gateway.audit_rejected_call(ctx.params, "invalid_arguments")
+        return result
 
 
 def _ms(started: float) -> float:
