@@ -1,6 +1,8 @@
 """`docgate-index`: build | update | list | stats | verify | drop.
 
-Exit codes: 0 success; non-zero with one actionable line on stderr (see `indexer.errors`).
+Exit codes: 0 success; non-zero with one actionable line on stderr (see `indexer.errors`), and
+9 when a site build or update kept going past pages it could not fetch: what it got is published
+(the `--json` summary lists the failures under `crawl.failed`), but the collection is incomplete.
 `--json` prints one JSON document on stdout for scripts and monitoring.
 """
 
@@ -9,9 +11,10 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -28,6 +31,7 @@ from rich.text import Text
 
 from indexer import generations as gens
 from indexer.build import BuildRequest, BuildSummary, build_collection
+from indexer.crawl import CrawlOptions, CrawlReport
 from indexer.errors import IndexerError
 from indexer.logs import configure_logging
 from indexer.settings import IndexerSettings
@@ -40,7 +44,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-stderr = Console(stderr=True)
+# soft_wrap: an error or summary stays one line however narrow the terminal (or pipe) is.
+stderr = Console(stderr=True, soft_wrap=True)
+
+PARTIAL_CRAWL_EXIT_CODE = 9
 
 ConfigOption = Annotated[
     Path | None,
@@ -58,7 +65,7 @@ def _settings(config: Path | None) -> IndexerSettings:
     return settings
 
 
-def _fail(message: str, code: int) -> typer.Exit:
+def _fail(message: str, code: int) -> NoReturn:
     stderr.print(f"error: {message}", highlight=False, markup=False)
     raise typer.Exit(code)
 
@@ -92,25 +99,54 @@ class _RichProgress:
             self._progress.advance(self._task, amount)
 
 
-def _run_build(
+def _request(
     collection: str,
-    source: Path,
+    source: Path | None,
+    url: str | None,
     version: str,
     include: list[str] | None,
     exclude: list[str] | None,
+    crawl_limits: dict[str, Any],
     incremental: bool,
-    config: Path | None,
-    as_json: bool,
-) -> None:
-    settings = _settings(config)
-    request = BuildRequest(
+) -> BuildRequest:
+    if (source is None) == (url is None):
+        _fail("give exactly one source: --source PATH (a folder) or --url URL (a website)", 2)
+    site: CrawlOptions | None = None
+    if url is not None:
+        site = _crawl_options(url, include or [], exclude or [], crawl_limits)
+        include = exclude = None  # the site's patterns live in its crawl options
+    elif crawl_limits:
+        flags = ", ".join("--" + name.replace("_", "-") for name in sorted(crawl_limits))
+        _fail(f"{flags} apply to --url only", 2)
+    return BuildRequest(
         collection=collection,
-        source=source.expanduser(),
+        source=source.expanduser() if source is not None else None,
+        site=site,
         version=version,
         include=include or [],
         exclude=exclude or [],
         incremental=incremental,
     )
+
+
+def _crawl_options(url: str, include: list[str], exclude: list[str], limits: dict[str, Any]) -> CrawlOptions:
+    try:
+        return CrawlOptions.model_validate(
+            {"start_url": url, "include": include, "exclude": exclude, **limits}
+        )
+    except ValidationError as error:
+        first = error.errors()[0]
+        _fail(str(first["msg"]).removeprefix("Value error, "), 2)
+
+
+def _crawl_limits(max_pages: int | None, max_depth: int | None, allow_private: bool) -> dict[str, Any]:
+    """The crawl options actually given on the command line (the others keep `CrawlOptions` defaults)."""
+    given = {"max_pages": max_pages, "max_depth": max_depth, "allow_private": allow_private or None}
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def _run_build(request: BuildRequest, config: Path | None, as_json: bool) -> None:
+    settings = _settings(config)
     try:
         if as_json or not stderr.is_terminal:
             summary = build_collection(settings, request)
@@ -130,9 +166,27 @@ def _run_build(
         _emit_json(summary.model_dump())
     else:
         _print_summary(summary)
+    if summary.partial and summary.crawl is not None:
+        _fail(_partial_message(summary, summary.crawl), PARTIAL_CRAWL_EXIT_CODE)
+
+
+def _partial_message(summary: BuildSummary, report: CrawlReport) -> str:
+    first = report.failed[0] if report.failed else None
+    detail = f" (first: {first.url}: {first.reason})" if first is not None else ""
+    outcome = (
+        f"published generation {summary.generation} without them"
+        if summary.status == "published"
+        else f"generation {summary.generation} stays published"
+    )
+    return (
+        f"crawl incomplete: {len(report.failed)} pages failed{detail}; {outcome}; "
+        "run `docgate-index update` again to retry them"
+    )
 
 
 def _print_summary(summary: BuildSummary) -> None:
+    if summary.crawl is not None:
+        _print_crawl(summary.crawl)
     if summary.status == "unchanged":
         stderr.print(f"{summary.collection}: no changes; generation {summary.generation} stays published")
         return
@@ -144,43 +198,96 @@ def _print_summary(summary: BuildSummary) -> None:
     )
 
 
+def _print_crawl(report: CrawlReport) -> None:
+    stderr.print(
+        f"crawl of {report.scope}: {report.pages_fetched} pages fetched, {report.not_modified} not modified, "
+        f"{len(report.skipped)} skipped, {len(report.failed)} failed, {len(report.removed)} removed, "
+        f"{report.bytes / 1000:.1f} kB in {report.seconds:.1f}s"
+        + (" (limit reached: some pages were not discovered)" if report.truncated else ""),
+        highlight=False,
+        markup=False,
+    )
+    for outcome in report.failed:
+        stderr.print(f"  failed: {outcome.url}: {outcome.reason}", highlight=False, markup=False)
+
+
 CollectionOption = Annotated[str, typer.Option("--collection", "-c", help="Collection name.")]
-SourceOption = Annotated[Path, typer.Option("--source", "-s", help="Folder (or file) of documentation.")]
+SourceOption = Annotated[
+    Path | None, typer.Option("--source", "-s", help="Folder (or file) of documentation.")
+]
+UrlOption = Annotated[
+    str | None,
+    typer.Option("--url", help="Website to crawl instead: pages under this URL's directory are indexed."),
+]
 VersionOption = Annotated[str, typer.Option("--version", help="Version label of these docs, e.g. 3.2.")]
 IncludeOption = Annotated[
-    list[str] | None, typer.Option("--include", help="Glob of paths to index (repeatable).")
+    list[str] | None,
+    typer.Option(
+        "--include", help="Glob of paths to index (repeatable); with --url, of URL paths ('re:' for a regex)."
+    ),
 ]
 ExcludeOption = Annotated[
-    list[str] | None, typer.Option("--exclude", help="Glob of paths to skip (repeatable).")
+    list[str] | None,
+    typer.Option(
+        "--exclude", help="Glob of paths to skip (repeatable); with --url, of URL paths ('re:' for a regex)."
+    ),
+]
+MaxPagesOption = Annotated[
+    int | None, typer.Option("--max-pages", min=1, help="With --url: fetch at most this many pages.")
+]
+MaxDepthOption = Annotated[
+    int | None, typer.Option("--max-depth", min=0, help="With --url: follow links at most this many hops.")
+]
+AllowPrivateOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-private",
+        help="With --url: allow private, loopback and link-local addresses (trusted sites only).",
+    ),
 ]
 
 
 @app.command()
 def build(
     collection: CollectionOption,
-    source: SourceOption,
+    source: SourceOption = None,
+    url: UrlOption = None,
     version: VersionOption = "latest",
     include: IncludeOption = None,
     exclude: ExcludeOption = None,
+    max_pages: MaxPagesOption = None,
+    max_depth: MaxDepthOption = None,
+    allow_private: AllowPrivateOption = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Parse, chunk and embed every document under SOURCE into a new generation, then publish it."""
-    _run_build(collection, source, version, include, exclude, False, config, as_json)
+    """Parse, chunk and embed every document under SOURCE (or crawled from URL) into a new generation, then publish it."""
+    limits = _crawl_limits(max_pages, max_depth, allow_private)
+    request = _request(collection, source, url, version, include, exclude, limits, False)
+    _run_build(request, config, as_json)
 
 
 @app.command()
 def update(
     collection: CollectionOption,
-    source: SourceOption,
+    source: SourceOption = None,
+    url: UrlOption = None,
     version: VersionOption = "latest",
     include: IncludeOption = None,
     exclude: ExcludeOption = None,
+    max_pages: MaxPagesOption = None,
+    max_depth: MaxDepthOption = None,
+    allow_private: AllowPrivateOption = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Like build, but re-embed only documents whose content changed; publish nothing if none did."""
-    _run_build(collection, source, version, include, exclude, True, config, as_json)
+    """Like build, but re-embed only documents whose content changed; publish nothing if none did.
+
+    A site is refreshed with conditional requests: pages the server reports unchanged are reused as they are.
+    """
+    limits = _crawl_limits(max_pages, max_depth, allow_private)
+    request = _request(collection, source, url, version, include, exclude, limits, True)
+    _run_build(request, config, as_json)
 
 
 @app.command("list")

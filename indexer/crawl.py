@@ -758,7 +758,8 @@ class _Crawler:
                 raise CrawlError(f"cannot crawl from {url}: {refusal}; check the host name")
             if refusal is not None:
                 raise CrawlRefused(
-                    f"refusing to crawl {url}: {refusal}; pass allow_private=True only for a site you trust"
+                    f"refusing to crawl {url}: {refusal}; "
+                    "set allow_private (docgate-index --allow-private) only for a site you trust"
                 )
             robots = await self._robots_for(url)
             unavailable = self.robots_problems.get(_origin(url))

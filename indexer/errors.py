@@ -7,7 +7,8 @@
     ├── CorruptGeneration     manifest missing/unreadable, ID sets disagree, store will not open
     ├── ModelMismatch         a generation embedded with another model/dimension than configured
     ├── EmbeddingModelUnavailable  the offline model files are not installed
-    └── BuildLocked           another build of the same collection is running
+    ├── BuildLocked           another build of the same collection is running
+    └── CrawlFailed           a site cannot be crawled: start URL refused, unreachable or empty
 
 The CLIs turn these into one-line messages and non-zero exit codes; the server turns them
 into MCP tool errors. Nothing else is expected to escape.
@@ -46,3 +47,9 @@ class EmbeddingModelUnavailable(IndexerError):
 
 class BuildLocked(IndexerError):
     exit_code = 7
+
+
+class CrawlFailed(IndexerError):
+    """Nothing was published because the site gave nothing usable (a partial crawl still publishes)."""
+
+    exit_code = 8

@@ -49,7 +49,12 @@ _GEN_DIR = re.compile(r"^gen-(\d+)$")
 
 
 class DocumentRecord(BaseModel):
-    """What the manifest remembers of each source document (drives incremental updates)."""
+    """What the manifest remembers of each source document (drives incremental updates).
+
+    For a crawled page, `content_hash`, `etag`, `last_modified` and `links` are the crawler's
+    validators: the next refresh sends them back as conditional requests, and `links` lets it keep
+    discovering pages through a page that answers 304 (no body to read links from).
+    """
 
     content_hash: str
     chunks: int
@@ -57,6 +62,7 @@ class DocumentRecord(BaseModel):
     url: str | None = None
     etag: str | None = None
     last_modified: str | None = None
+    links: list[str] = Field(default_factory=list)
 
 
 class VectorBackend(BaseModel):

@@ -53,7 +53,7 @@ daily_token_budget = 2500
 
 
 @pytest.fixture(scope="module")
-def two_collections(tmp_path_factory, lumen_data_dir: Path, model_dir: Path, embedder: Embedder) -> Path:
+def two_collections(tmp_path_factory: pytest.TempPathFactory, lumen_data_dir: Path, model_dir: Path, embedder: Embedder) -> Path:
     data_dir = tmp_path_factory.mktemp("tenancy") / "data"
     shutil.copytree(lumen_data_dir, data_dir)
     source = data_dir.parent / "handbook"
