@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from typing import Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 import structlog
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from indexer import generations as gens
 from indexer.chunking import chunk_document
@@ -75,6 +76,11 @@ class BuildRequest(BaseModel):
     source: Path | None = None
     site: CrawlOptions | None = Field(default=None, description="Start URL, filters and limits of a crawl.")
     version: str = "latest"
+    version_from_path: str | None = Field(
+        default=None,
+        description="Regex whose first group, matched against a document path, is that document's version "
+        "label (e.g. '^specification/([^/]+)/'); documents that do not match get `version`.",
+    )
     include: list[str] = Field(default_factory=list, description="Folder globs; a site has its own.")
     exclude: list[str] = Field(default_factory=list, description="Folder globs; a site has its own.")
     incremental: bool = False
@@ -84,6 +90,28 @@ class BuildRequest(BaseModel):
         if (self.source is None) == (self.site is None):
             raise ValueError("give exactly one source: a folder path or a site URL")
         return self
+
+    @field_validator("version_from_path")
+    @classmethod
+    def _one_group(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                compiled = re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"--version-from-path {pattern!r} is not a valid regex: {error}") from error
+            if compiled.groups < 1:
+                raise ValueError(
+                    f"--version-from-path {pattern!r} needs a capture group for the version label"
+                )
+        return pattern
+
+    def version_for(self, path: str) -> str:
+        """The version label of one document: from its path when configured, else `version`."""
+        if self.version_from_path is not None:
+            match = re.search(self.version_from_path, path)
+            if match and match.group(1):
+                return match.group(1)
+        return self.version
 
     @property
     def source_kind(self) -> Literal["folder", "site"]:
@@ -259,7 +287,9 @@ class _Run:
             started=started,
             reuse=reuse,
             old_docs=_reusable_records(request, manifest) if reuse else {},
-            version_changed=manifest is not None and manifest.version != request.version,
+            version_changed=manifest is not None
+            and (manifest.version, manifest.version_from_path)
+            != (request.version, request.version_from_path),
         )
 
 
@@ -328,7 +358,8 @@ def _kept_chunks(run: _Run, key: str, record: gens.DocumentRecord) -> list[Chunk
     if len(kept) != record.chunks:
         return None
     if run.version_changed:
-        kept = [c.model_copy(update={"version": run.request.version}) for c in kept]
+        label = run.request.version_for(key)
+        kept = [c.model_copy(update={"version": label}) for c in kept]
     return kept
 
 
@@ -341,7 +372,7 @@ def _parse_and_chunk(run: _Run, raw: RawDocument) -> tuple[Document, list[Chunk]
     chunks = chunk_document(
         document,
         collection=run.name,
-        version=run.request.version,
+        version=run.request.version_for(raw.path),
         settings=run.settings.chunking,
         count_tokens=run.embedder.count_tokens,
     )
@@ -503,6 +534,8 @@ def _publish(run: _Run, got: _Gathered) -> BuildSummary:
     manifest = gens.Manifest(
         collection=name,
         version=run.request.version,
+        version_from_path=run.request.version_from_path,
+        versions=sorted({c.version for c in got.chunks}),
         generation=generation,
         embedding_model=run.embedder.model_id,
         embedding_dimension=run.embedder.dimension,

@@ -104,6 +104,7 @@ def _request(
     source: Path | None,
     url: str | None,
     version: str,
+    version_from_path: str | None,
     include: list[str] | None,
     exclude: list[str] | None,
     crawl_limits: dict[str, Any],
@@ -118,15 +119,19 @@ def _request(
     elif crawl_limits:
         flags = ", ".join("--" + name.replace("_", "-") for name in sorted(crawl_limits))
         _fail(f"{flags} apply to --url only", 2)
-    return BuildRequest(
-        collection=collection,
-        source=source.expanduser() if source is not None else None,
-        site=site,
-        version=version,
-        include=include or [],
-        exclude=exclude or [],
-        incremental=incremental,
-    )
+    try:
+        return BuildRequest(
+            collection=collection,
+            source=source.expanduser() if source is not None else None,
+            site=site,
+            version=version,
+            version_from_path=version_from_path,
+            include=include or [],
+            exclude=exclude or [],
+            incremental=incremental,
+        )
+    except ValidationError as error:
+        _fail(str(error.errors()[0]["msg"]).removeprefix("Value error, "), 2)
 
 
 def _crawl_options(url: str, include: list[str], exclude: list[str], limits: dict[str, Any]) -> CrawlOptions:
@@ -220,6 +225,14 @@ UrlOption = Annotated[
     typer.Option("--url", help="Website to crawl instead: pages under this URL's directory are indexed."),
 ]
 VersionOption = Annotated[str, typer.Option("--version", help="Version label of these docs, e.g. 3.2.")]
+VersionFromPathOption = Annotated[
+    str | None,
+    typer.Option(
+        "--version-from-path",
+        help="Regex whose first group in a document's path is its version label, for several versions "
+        "side by side, e.g. '^specification/([^/]+)/'; other documents get --version.",
+    ),
+]
 IncludeOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -253,6 +266,7 @@ def build(
     source: SourceOption = None,
     url: UrlOption = None,
     version: VersionOption = "latest",
+    version_from_path: VersionFromPathOption = None,
     include: IncludeOption = None,
     exclude: ExcludeOption = None,
     max_pages: MaxPagesOption = None,
@@ -263,7 +277,7 @@ def build(
 ) -> None:
     """Parse, chunk and embed every document under SOURCE (or crawled from URL) into a new generation, then publish it."""
     limits = _crawl_limits(max_pages, max_depth, allow_private)
-    request = _request(collection, source, url, version, include, exclude, limits, False)
+    request = _request(collection, source, url, version, version_from_path, include, exclude, limits, False)
     _run_build(request, config, as_json)
 
 
@@ -273,6 +287,7 @@ def update(
     source: SourceOption = None,
     url: UrlOption = None,
     version: VersionOption = "latest",
+    version_from_path: VersionFromPathOption = None,
     include: IncludeOption = None,
     exclude: ExcludeOption = None,
     max_pages: MaxPagesOption = None,
@@ -286,7 +301,7 @@ def update(
     A site is refreshed with conditional requests: pages the server reports unchanged are reused as they are.
     """
     limits = _crawl_limits(max_pages, max_depth, allow_private)
-    request = _request(collection, source, url, version, include, exclude, limits, True)
+    request = _request(collection, source, url, version, version_from_path, include, exclude, limits, True)
     _run_build(request, config, as_json)
 
 

@@ -74,6 +74,8 @@ class Manifest(BaseModel):
     format_version: int = FORMAT_VERSION
     collection: str
     version: str
+    version_from_path: str | None = None
+    versions: list[str] = Field(default_factory=list, description="Every version label the chunks carry.")
     generation: int
     embedding_model: str
     embedding_dimension: int
@@ -88,6 +90,11 @@ class Manifest(BaseModel):
     created_at: datetime
     indexer_version: str = __version__
     build_seconds: float = 0.0
+
+
+def manifest_versions(manifest: Manifest) -> list[str]:
+    """Version labels served by a generation (older manifests list only the collection's label)."""
+    return manifest.versions or [manifest.version]
 
 
 def validate_collection_name(name: str) -> str:

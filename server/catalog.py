@@ -39,6 +39,10 @@ class Snapshot:
         return self.manifest.version
 
     @property
+    def versions(self) -> list[str]:
+        return gens.manifest_versions(self.manifest)
+
+    @property
     def indexed_at(self) -> str:
         return self.manifest.created_at.isoformat()
 

@@ -90,7 +90,10 @@ class FetchResult(BaseModel):
 
 class CollectionInfo(BaseModel):
     name: str
-    version: str
+    version: str = Field(description="The collection's default version label.")
+    versions: list[str] = Field(
+        description="Every version label its documents carry (for `search(version=...)`)."
+    )
     documents: int
     chunks: int
     generation: int
@@ -150,9 +153,9 @@ class DocService:
                 "with `docgate-index build`"
             )
         if version is not None:
-            matching = [name for name in chosen if view.snapshots[name].version == version]
+            matching = [name for name in chosen if version in view.snapshots[name].versions]
             if not matching:
-                versions = sorted({view.snapshots[name].version for name in chosen})
+                versions = sorted({v for name in chosen for v in view.snapshots[name].versions})
                 raise UnknownCollection(
                     f"no collection in scope has version {version!r}; available versions: {', '.join(versions)}"
                 )
@@ -184,6 +187,7 @@ class DocService:
                 CollectionInfo(
                     name=name,
                     version=snap.version,
+                    versions=snap.versions,
                     documents=snap.manifest.document_count,
                     chunks=snap.manifest.chunk_count,
                     generation=snap.generation,

@@ -225,3 +225,29 @@ def test_qdrant_client_backend_builds_searches_and_switches_alias(
         json.loads(manifest.model_dump_json())["vector_backend"]["qdrant_collection"]
         == f"lumen__gen{second.generation}"
     )
+
+
+def test_version_labels_can_come_from_document_paths(settings, tmp_path, embedder):
+    source = tmp_path / "spec"
+    for version, text in (
+        ("v1", "Batching is supported: send an array of requests."),
+        ("v2", "Batching was removed."),
+    ):
+        folder = source / "specification" / version
+        folder.mkdir(parents=True)
+        (folder / "transports.md").write_text(f"# Transports\n\n{text}\n", encoding="utf-8")
+    (source / "intro.md").write_text("# Introduction\n\nWhat the protocol is for.\n", encoding="utf-8")
+    build_collection(
+        settings,
+        BuildRequest(
+            collection="spec", source=source, version="docs", version_from_path=r"^specification/([^/]+)/"
+        ),
+        embedder=embedder,
+    )
+    manifest = gens.read_manifest(gens.generation_dir(settings.collections_dir, "spec", 1))
+    assert manifest.versions == ["docs", "v1", "v2"]
+    lexical = _lexical(settings, "spec")
+    hits = lexical.search("batching", ChunkFilter(collections=("spec",), version="v2"), 5)
+    assert [lexical.get(h.chunk_id).path for h in hits] == ["specification/v2/transports.md"]  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="needs a capture group"):
+        BuildRequest(collection="spec", source=source, version_from_path="^specification/")
