@@ -202,7 +202,9 @@ def create_mcp_server(
             record.generations = {hit.collection: hit.generation for hit in result.hits}
             record.tokens_in = runtime.embedder.count_tokens(text)
             record.trace = {
-                "rewritten": retrieval.variants[1:],
+                # Queries are user text: redacted before they reach any log.
+                "query": guards.redact(text),
+                "rewritten": [guards.redact(v) for v in retrieval.variants[1:]],
                 "spans_ms": retrieval.timings_ms,
                 "bm25_ids": retrieval.bm25_ids,
                 "dense_ids": retrieval.dense_ids,

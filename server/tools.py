@@ -123,7 +123,7 @@ class Gateway:
             except UnknownTenant as error:
                 raise ToolError(f"tenant {principal.tenant!r} is not configured on this server") from error
             if admission:
-                self._admit(tenant)
+                self._admit(tenant, rate_limit=self.transport == "stdio")
             access = Access(tenant=tenant.name, allowed=tenant.may_read)
             result = await core(access, record)
             tokens_out = self.service.tokens(result)
@@ -174,9 +174,11 @@ class Gateway:
         )
         return result
 
-    def _admit(self, tenant: Any) -> None:
-        decision = self.limiter.check(tenant)
-        if not decision.allowed:
+    def _admit(self, tenant: Any, *, rate_limit: bool) -> None:
+        # Over HTTP the rate limit is enforced per request at the edge (HTTP 429 + Retry-After),
+        # so a tool call is not counted twice.
+        decision = self.limiter.check(tenant) if rate_limit else None
+        if decision is not None and not decision.allowed:
             raise RateLimited(
                 f"rate limit of {tenant.requests_per_minute} requests per minute reached for your tenant",
                 retry_after=decision.retry_after_s,
