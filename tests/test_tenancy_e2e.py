@@ -53,7 +53,9 @@ daily_token_budget = 2500
 
 
 @pytest.fixture(scope="module")
-def two_collections(tmp_path_factory: pytest.TempPathFactory, lumen_data_dir: Path, model_dir: Path, embedder: Embedder) -> Path:
+def two_collections(
+    tmp_path_factory: pytest.TempPathFactory, lumen_data_dir: Path, model_dir: Path, embedder: Embedder
+) -> Path:
     data_dir = tmp_path_factory.mktemp("tenancy") / "data"
     shutil.copytree(lumen_data_dir, data_dir)
     source = data_dir.parent / "handbook"
@@ -354,3 +356,25 @@ def test_arbitrary_tool_arguments_never_crash_the_server(deployment):
             assert any("result" in p or "error" in p for p in payloads)
 
         check()
+
+
+def test_grant_changes_apply_without_restart(deployment):
+    url, keys, tenants_file = deployment["url"], deployment["keys"], deployment["tenants_file"]
+    tenants_file.write_text(
+        TENANTS.replace(
+            '[tenants.acme]\ncollections = ["lumen"]', '[tenants.acme]\ncollections = ["lumen", "handbook"]'
+        ),
+        encoding="utf-8",
+    )
+
+    async def body() -> list[str]:
+        names: list[str] = []
+        async with http_session(url, keys["acme"]) as acme:
+            for _ in range(40):
+                names = [c["name"] for c in (await call(acme, "list_collections"))["collections"]]
+                if "handbook" in names:
+                    break
+                await anyio.sleep(0.1)
+        return names
+
+    assert run(body) == ["handbook", "lumen"]
