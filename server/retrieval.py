@@ -59,6 +59,8 @@ class _Ranked:
     retriever: Literal["bm25", "dense"]
     variant: int
     hits: list[tuple[str, float]]
+    # The retriever's main list (full weight); other phrasings are discounted by `rewrite_weight`.
+    primary: bool
 
 
 def _merge_by_score(
@@ -105,10 +107,14 @@ def retrieve(
     ranked: list[_Ranked] = []
     if mode in ("hybrid", "bm25"):
         t0 = time.perf_counter()
-        for index, variant in enumerate(variants):
-            ranked.append(_Ranked("bm25", index, _bm25(snapshots, variant, flt, limit, owner)))
+        # BM25 takes the keyword form *instead of* the raw question when there is one: question words
+        # and stopwords only add noise to term matching (measured: better recall and MRR on both evals).
+        index = len(variants) - 1
+        ranked.append(
+            _Ranked("bm25", index, _bm25(snapshots, variants[index], flt, limit, owner), primary=True)
+        )
         timer.span("bm25", t0)
-        if use_rewrites:
+        if use_rewrites and settings.rewrite_feedback:
             t0 = time.perf_counter()
             feedback = _feedback_headings(ranked[-1].hits[:FEEDBACK_DEPTH], owner)
             extra = [v for v in rewrite(query.text, feedback) if v not in variants]
@@ -117,7 +123,12 @@ def retrieve(
                 t0 = time.perf_counter()
                 variants.append(extra[-1])
                 ranked.append(
-                    _Ranked("bm25", len(variants) - 1, _bm25(snapshots, extra[-1], flt, limit, owner))
+                    _Ranked(
+                        "bm25",
+                        len(variants) - 1,
+                        _bm25(snapshots, extra[-1], flt, limit, owner),
+                        primary=False,
+                    )
                 )
                 timer.span("bm25", t0)
 
@@ -136,7 +147,7 @@ def retrieve(
                     owner.setdefault(hit.chunk_id, snapshot)
                 per_variant[index].append(hits)
         for index, per_collection in enumerate(per_variant):
-            ranked.append(_Ranked("dense", index, _merge_by_score(per_collection, limit)))
+            ranked.append(_Ranked("dense", index, _merge_by_score(per_collection, limit), primary=index == 0))
         timer.span("dense", t0)
 
     t0 = time.perf_counter()
@@ -185,12 +196,12 @@ def _fuse(
     dense_score: dict[str, float] = {}
     for lst in ranked:
         weight = settings.bm25_weight if lst.retriever == "bm25" else settings.dense_weight
-        if lst.variant > 0:
+        if not lst.primary:
             weight *= settings.rewrite_weight
         ranks, values = (bm25_rank, bm25_score) if lst.retriever == "bm25" else (dense_rank, dense_score)
         for rank, (chunk_id, value) in enumerate(lst.hits, start=1):
             scores[chunk_id] += weight / (settings.rrf_k + rank)
-            if lst.variant == 0 or chunk_id not in ranks:
+            if lst.primary or chunk_id not in ranks:
                 ranks[chunk_id] = min(rank, ranks.get(chunk_id, rank))
                 values[chunk_id] = max(value, values.get(chunk_id, value))
     order = sorted(scores, key=lambda cid: (-scores[cid], cid))
