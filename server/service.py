@@ -7,6 +7,7 @@ exactly as for one that does not exist.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -104,8 +105,19 @@ class CollectionList(BaseModel):
     collections: list[CollectionInfo]
 
 
+def _json(model: BaseModel) -> str:
+    return json.dumps(model.model_dump(mode="json"), ensure_ascii=False)
+
+
+@functools.lru_cache(maxsize=8192)
+def screen_cached(text: str) -> tuple[str, ...]:
+    """Injection flags of a chunk's text. Chunks are immutable, and the same ones recur across
+    requests, so the regex screen runs once per distinct text rather than once per hit."""
+    return tuple(screen(text))
+
+
 def _chunk_view(chunk: Chunk, snapshot: Snapshot) -> ChunkView:
-    flags = screen(chunk.text)
+    flags = list(screen_cached(chunk.text))
     return ChunkView(
         chunk_id=chunk.chunk_id,
         collection=chunk.collection,
@@ -278,7 +290,7 @@ class DocService:
     def _hit(self, candidate: Candidate, view: CatalogView, snippet: str | None) -> SearchHit:
         chunk = candidate.chunk
         snapshot = view.snapshots[chunk.collection]
-        flags = screen(chunk.text)
+        flags = list(screen_cached(chunk.text))
         if snippet is None:
             # Dense-only hits have no matching terms: show the chunk's opening instead.
             snippet = self.embedder.truncate_to_tokens(chunk.text, self.settings.retrieval.snippet_chars // 4)
@@ -302,7 +314,7 @@ class DocService:
 
     def tokens(self, model: BaseModel) -> int:
         """Size of a result as the client receives it (its JSON), in model tokens."""
-        return self.embedder.count_tokens(json.dumps(model.model_dump(mode="json"), ensure_ascii=False))
+        return self.embedder.count_tokens(_json(model))
 
     def _fit(self, query: str, variants: list[str], hits: list[SearchHit], max_tokens: int) -> SearchResult:
         """Keep whole hits in rank order while the response stays within `max_tokens`."""
@@ -312,14 +324,16 @@ class DocService:
         # Reserve room for the cursor added after fitting (base64 costs about one token per 2 characters).
         budget = max_tokens - 60
         used = self.tokens(result)
-        for hit in hits:
-            cost = self.tokens(hit) + 1
+        # One batched tokenizer call for every hit; +2 per hit covers the separators between them.
+        costs = self.embedder.count_tokens_batch([_json(hit) for hit in hits])
+        for hit, cost in zip(hits, costs, strict=True):
+            cost += 2
             if used + cost > budget:
                 # A shorter snippet may still let this hit in.
                 shortened = hit.model_copy(
                     update={"snippet": self.embedder.truncate_to_tokens(hit.snippet, 24) + " …"}
                 )
-                cost = self.tokens(shortened) + 1
+                cost = self.tokens(shortened) + 2
                 if used + cost > budget:
                     result.truncated = True
                     break
@@ -327,9 +341,6 @@ class DocService:
                 result.truncated = True
             result.hits.append(hit)
             used += cost
-        while result.hits and self.tokens(result) > budget:
-            result.hits.pop()
-            result.truncated = True
         return result
 
     # ------------------------------------------------------------------ fetch
