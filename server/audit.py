@@ -29,6 +29,8 @@ import anyio.to_thread
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
+from indexer.generations import fsync_dir
+
 log = structlog.get_logger()
 
 GENESIS_HASH = "0" * 64
@@ -166,7 +168,7 @@ class AuditLog:
                     raise AuditError(f"short write to audit log {self.path} ({written} of {len(line)} bytes)")
                 os.fsync(fd)
                 if size == 0:
-                    _fsync_dir(self.path.parent)  # make the new file's directory entry durable
+                    fsync_dir(self.path.parent)  # make the new file's directory entry durable
             finally:
                 os.close(fd)  # also releases the flock
         return record
@@ -174,14 +176,6 @@ class AuditLog:
     async def append(self, event: AuditEvent) -> dict[str, Any]:
         """`append_sync` on a worker thread, so the event loop never waits on fsync."""
         return await anyio.to_thread.run_sync(self.append_sync, event)
-
-
-def _fsync_dir(directory: Path) -> None:
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def verify(path: Path) -> VerifyResult:

@@ -109,3 +109,16 @@ async def call_error(session: ClientSession, tool: str, **arguments: Any) -> str
     message = result.content[0].text  # type: ignore[union-attr]
     assert "Traceback" not in message
     return str(message)
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "tests", "version": "1"},
+    },
+}
+JSON_RPC_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}

@@ -18,7 +18,16 @@ from mcp import ClientSession
 from indexer.build import BuildRequest, build_collection
 from indexer.embedding import Embedder
 from tests.conftest import FIXTURE_CORPUS, settings_for
-from tests.mcp_harness import call, call_error, http_server, http_session, server_env, stdio_session
+from tests.mcp_harness import (
+    INITIALIZE,
+    JSON_RPC_HEADERS,
+    call,
+    call_error,
+    http_server,
+    http_session,
+    server_env,
+    stdio_session,
+)
 
 SessionFactory = Callable[[], contextlib.AbstractAsyncContextManager[ClientSession]]
 
@@ -290,17 +299,7 @@ def test_http_rejects_foreign_origin_and_host(data_dir: Path):
     import httpx
 
     with http_server(data_dir) as url:
-        body = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "1"},
-            },
-        }
-        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        body, headers = INITIALIZE, JSON_RPC_HEADERS
         evil = httpx.post(url, json=body, headers={**headers, "Origin": "http://evil.example"}, timeout=10)
         assert evil.status_code == 403
         rebound = httpx.post(url, json=body, headers={**headers, "Host": "evil.example:80"}, timeout=10)

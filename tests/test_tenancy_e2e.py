@@ -20,7 +20,7 @@ from indexer.embedding import Embedder
 from server.audit import verify
 from server.tenants import add_key, revoke_key
 from tests.conftest import settings_for
-from tests.mcp_harness import call, call_error, http_server, http_session
+from tests.mcp_harness import INITIALIZE, JSON_RPC_HEADERS, call, call_error, http_server, http_session
 
 HANDBOOK = {
     "onboarding.md": "# Onboarding\n\nNew staff receive the quasar vault passphrase from the security desk on day one.\n\n"
@@ -149,17 +149,7 @@ def test_pagination_cursors_do_not_cross_tenants(deployment):
 
 def test_missing_unknown_revoked_and_expired_keys_get_401(deployment):
     url, keys, tenants_file = deployment["url"], deployment["keys"], deployment["tenants_file"]
-    body = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "1"},
-        },
-    }
-    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    body, headers = INITIALIZE, JSON_RPC_HEADERS
 
     def post(token: str | None) -> httpx.Response:
         extra = {"Authorization": f"Bearer {token}".strip()} if token is not None else {}
@@ -191,17 +181,7 @@ def test_missing_unknown_revoked_and_expired_keys_get_401(deployment):
 
 def test_rate_limit_answers_429_with_retry_after_and_spares_other_tenants(deployment):
     url, keys = deployment["url"], deployment["keys"]
-    body = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "1"},
-        },
-    }
-    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    body, headers = INITIALIZE, JSON_RPC_HEADERS
     statuses = [
         httpx.post(url, json=body, headers={**headers, "Authorization": f"Bearer {keys['slow']}"}, timeout=10)
         for _ in range(6)
