@@ -126,7 +126,13 @@ class Embedder:
         """L2-normalised float32 rows, one per text, in order."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        rows = list(self._model.embed(list(texts), batch_size=self.settings.batch_size))
+        # Batches are padded to their longest text: embedding in length order cuts the padding the
+        # model computes on from about a third of all tokens to a few percent. Rows go back in order.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        sorted_rows = list(self._model.embed([texts[i] for i in order], batch_size=self.settings.batch_size))
+        rows: list[Any] = [None] * len(texts)
+        for position, index in enumerate(order):
+            rows[index] = sorted_rows[position]
         with self._lock:
             self.texts_embedded += len(texts)
             self.calls += 1
