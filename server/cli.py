@@ -20,6 +20,7 @@ from indexer.errors import IndexerError
 from indexer.logs import configure_logging
 from server.admin_cli import audit_app, keys_app
 from server.settings import ServerSettings
+from server.traces import trace_app
 
 app = typer.Typer(
     name="docgate",
@@ -38,6 +39,7 @@ def _logging() -> None:
 
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+app.add_typer(trace_app, name="trace")
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="TOML settings file (default: DOCGATE_CONFIG).")
@@ -107,7 +109,14 @@ def serve(
         _fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
     if stdio:
         mcp, _ = create_mcp_server(runtime, "stdio")
-        anyio.run(mcp.run_stdio_async)
+
+        async def run_stdio() -> None:
+            try:
+                await mcp.run_stdio_async()
+            finally:
+                await runtime.aclose()  # the shared HTTP client of the answer backends
+
+        anyio.run(run_stdio)
         return
     assert http is not None
     host, port = parse_bind(http)
@@ -155,6 +164,61 @@ def search(
     except (IndexerError, ServiceError, guards.InvalidArgument, LookupError) as error:
         _fail(str(error))
     sys.stdout.write(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n")
+
+
+@app.command("eval")
+def eval_command(
+    dataset: Annotated[Path, typer.Argument(help="JSONL eval cases (see tests/evals/README.md).")],
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection to evaluate.")],
+    version: Annotated[
+        str | None, typer.Option("--version", help="Version filter for cases without their own.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the JSON report here.")] = None,
+    baseline: Annotated[
+        Path | None, typer.Option("--baseline", help="Earlier report; exit 3 if a headline metric dropped.")
+    ] = None,
+    tolerance: Annotated[
+        float, typer.Option("--tolerance", min=0.0, max=1.0, help="Allowed absolute drop per metric.")
+    ] = 0.02,
+    answers: Annotated[
+        bool, typer.Option("--answers/--no-answers", help="Also evaluate grounded answers.")
+    ] = True,
+    config: ConfigOption = None,
+) -> None:
+    """Measure retrieval (bm25, dense, hybrid, hybrid+rewrites) and answers over a labelled dataset."""
+    settings = _settings(config)
+    from rich.console import Console
+
+    from server import evals
+    from server.app import build_runtime
+    from server.errors import ServiceError
+
+    try:
+        previous = evals.load_report(baseline) if baseline is not None else None
+        runtime = build_runtime(settings)
+        report = evals.run_eval(
+            settings,
+            runtime.service,
+            runtime.answerer if answers else None,
+            dataset,
+            collection=collection,
+            version=version,
+            progress=lambda step: print(f"eval: {step}", file=sys.stderr),
+        )
+    except (IndexerError, ServiceError, OSError, ValueError) as error:
+        _fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
+    regressions = evals.compare(report, previous, tolerance) if previous is not None else []
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    evals.render(report, Console(width=None if sys.stdout.isatty() else 120), regressions)
+    if previous is not None and previous.dataset_sha256 != report.dataset_sha256:
+        sys.stderr.write("warning: the baseline was made from a different version of this dataset\n")
+    if regressions:
+        sys.stderr.write(
+            f"error: {len(regressions)} metric(s) regressed beyond {tolerance} against {baseline}\n"
+        )
+        raise typer.Exit(3)
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel
 
+from server import otel
 from server.audit import AuditEvent, AuditLog, args_digest
 from server.errors import BudgetExhausted, RateLimited, ServiceError
 from server.guards import InvalidArgument
@@ -142,7 +143,7 @@ class Gateway:
                 outcome="denied" if denied else "error",
                 error_code=code,
             )
-            bound.info("tool_call", outcome="error", error_code=code, latency_ms=_ms(started), **record.trace)
+            _trace(bound, event, outcome="error", error_code=code, latency_ms=_ms(started), **record.trace)
             if isinstance(error, ToolError):
                 raise
             raise ToolError(_with_retry(str(error), getattr(error, "retry_after", None))) from error
@@ -162,8 +163,9 @@ class Gateway:
             error_code=None,
             tokens_out=tokens_out,
         )
-        bound.info(
-            "tool_call",
+        _trace(
+            bound,
+            event,
             outcome="ok",
             latency_ms=_ms(started),
             tokens_in=record.tokens_in,
@@ -267,6 +269,20 @@ class AuditEveryCall:
         if not marker["audited"]:
             await self.gateway.audit_rejected_call(ctx.params, "invalid_arguments")
         return result
+
+
+def _trace(bound: Any, event: dict[str, Any], **fields: Any) -> None:
+    """The one trace event of a tool call: a JSON log line, and an OpenTelemetry span when enabled."""
+    bound.info("tool_call", **fields)
+    otel.record(
+        {
+            "trace_id": event["request_id"],
+            "tenant": event["tenant"],
+            "tool": event["tool"],
+            "transport": event["transport"],
+            **fields,
+        }
+    )
 
 
 def _ms(started: float) -> float:

