@@ -358,3 +358,22 @@ def test_grant_changes_apply_without_restart(deployment):
         return names
 
     assert run(body) == ["handbook", "lumen"]
+
+
+def test_answers_and_their_cache_stay_within_a_tenant(deployment):
+    url, keys = deployment["url"], deployment["keys"]
+    question = "Who hands out the quasar vault passphrase to new staff?"
+
+    async def body() -> None:
+        async with http_session(url, keys["both"]) as both:
+            first = await call(both, "grounded_answer", question=question)
+            again = await call(both, "grounded_answer", question=question)
+            assert again["cached"] is True
+            assert "quasar" in json.dumps(first).lower()
+        async with http_session(url, keys["acme"]) as acme:
+            other = await call(acme, "grounded_answer", question=question)
+            assert other["cached"] is False
+            assert "quasar" not in json.dumps(other).lower()
+            assert not any(c["source"].split("#")[0] in HANDBOOK for c in other["citations"])
+
+    run(body)
