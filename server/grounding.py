@@ -356,6 +356,8 @@ _DOTTED = re.compile(r"(?<![\w.])[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+(?![\w(])")
 _SNAKE = re.compile(r"(?<![\w.])_*[A-Za-z][A-Za-z0-9]*(?:_+[A-Za-z0-9]+)+_*(?![\w])")
 _CAMEL = re.compile(r"(?<![\w.])(?:[a-z]+[A-Z]|[A-Z][a-z0-9]+[A-Z])[A-Za-z0-9]*(?![\w])")
 _CLI_FLAG = re.compile(r"(?<![\w-])--[A-Za-z][\w-]*")
+# Protocol method names and API paths (`tools/list`, `notifications/cancelled`): identifiers too.
+_METHOD_PATH = re.compile(r"(?<![\w/.])[a-z][A-Za-z_]{2,}(?:/[a-z][A-Za-z_]{2,})+(?![\w/])")
 # A capitalised word or acronym that does not start a sentence: a product or API name (Rails, REST).
 _ENTITY = re.compile(r"(?<=[\w,;:\"'()]\s)[A-Z][A-Za-z0-9]+")
 
@@ -396,7 +398,7 @@ def identifiers(text: str) -> list[str]:
     text = _MARKER.sub(" ", text)
     found: list[str] = [m.group(1).strip() for m in _BACKTICK_SPAN.finditer(text)]
     rest = _BACKTICK_SPAN.sub(" ", text)
-    for pattern in (_CALL, _DOTTED, _SNAKE, _CAMEL, _CLI_FLAG):
+    for pattern in (_METHOD_PATH, _CALL, _DOTTED, _SNAKE, _CAMEL, _CLI_FLAG):
         for match in pattern.finditer(rest):
             token = match.group(0)
             if token.lower().rstrip(".") in _ABBREVIATIONS:
