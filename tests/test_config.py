@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -81,3 +82,37 @@ def test_client_config_snippets_start_a_working_server(name, entry, lumen_data_d
             return [tool.name for tool in (await session.list_tools()).tools]
 
     assert "search" in anyio.run(main)
+
+
+def test_quickstart_indexes_the_bundled_docs_and_serves_them(tmp_path):
+    """The README's first command: the index step it runs must work on a fresh data dir."""
+    script = (REPO / "scripts" / "quickstart").read_text(encoding="utf-8")
+    index_line = next(line for line in script.splitlines() if line.startswith("docgate-index "))
+    args = index_line.split()[1:]
+    source = REPO / args[args.index("--source") + 1]
+    assert source.is_dir() and any(source.glob("*.md"))
+    data_dir = tmp_path / "data"
+    env = server_env(data_dir)
+    args[args.index("--source") + 1] = str(source)
+    built = subprocess.run(
+        [sys.executable, "-m", "indexer.cli", *args, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert json.loads(built.stdout)["status"] == "published"
+
+    async def main() -> list[dict[str, object]]:
+        params = StdioServerParameters(
+            command=sys.executable, args=["-m", "server.cli", "serve", "--stdio"], env=env
+        )
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            result = await session.call_tool("search", {"query": "how does reciprocal rank fusion work"})
+            assert not result.is_error
+            return list((result.structured_content or {})["hits"])
+
+    hits = anyio.run(main)
+    assert hits and hits[0]["collection"] == "docgate-docs"
