@@ -11,6 +11,7 @@ import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -116,19 +117,26 @@ def screen_cached(text: str) -> tuple[str, ...]:
     return tuple(screen(text))
 
 
+def _provenance(chunk: Chunk, snapshot: Snapshot) -> dict[str, Any]:
+    """Where a chunk comes from: the fields every hit and every fetched chunk carries."""
+    return {
+        "chunk_id": chunk.chunk_id,
+        "collection": chunk.collection,
+        "version": chunk.version,
+        "title": chunk.title,
+        "heading_path": chunk.heading_path,
+        "source": chunk.source,
+        "generation": snapshot.generation,
+        "indexed_at": snapshot.indexed_at,
+    }
+
+
 def _chunk_view(chunk: Chunk, snapshot: Snapshot) -> ChunkView:
     flags = list(screen_cached(chunk.text))
     return ChunkView(
-        chunk_id=chunk.chunk_id,
-        collection=chunk.collection,
-        version=chunk.version,
-        title=chunk.title,
-        heading_path=chunk.heading_path,
-        source=chunk.source,
+        **_provenance(chunk, snapshot),
         position=chunk.position,
         text=neutralize(chunk.text) if flags else chunk.text,
-        generation=snapshot.generation,
-        indexed_at=snapshot.indexed_at,
         flags=flags,
     )
 
@@ -297,18 +305,11 @@ class DocService:
             if len(snippet) < len(chunk.text):
                 snippet += " …"
         return SearchHit(
-            chunk_id=chunk.chunk_id,
-            collection=chunk.collection,
-            version=chunk.version,
-            title=chunk.title,
-            heading_path=chunk.heading_path,
-            source=chunk.source,
+            **_provenance(chunk, snapshot),
             snippet=neutralize(snippet) if flags else snippet,
             score=round(candidate.score, 6),
             bm25_rank=candidate.bm25_rank,
             dense_rank=candidate.dense_rank,
-            generation=snapshot.generation,
-            indexed_at=snapshot.indexed_at,
             flags=flags,
         )
 
