@@ -20,7 +20,15 @@ from indexer.embedding import Embedder
 from server.audit import verify
 from server.tenants import add_key, revoke_key
 from tests.conftest import settings_for
-from tests.mcp_harness import INITIALIZE, JSON_RPC_HEADERS, call, call_error, http_server, http_session
+from tests.mcp_harness import (
+    INITIALIZE,
+    JSON_RPC_HEADERS,
+    call,
+    call_error,
+    http_server,
+    http_session,
+    stdio_session,
+)
 
 HANDBOOK = {
     "onboarding.md": "# Onboarding\n\nNew staff receive the quasar vault passphrase from the security desk on day one.\n\n"
@@ -375,5 +383,35 @@ def test_answers_and_their_cache_stay_within_a_tenant(deployment):
             assert other["cached"] is False
             assert "quasar" not in json.dumps(other).lower()
             assert not any(c["source"].split("#")[0] in HANDBOOK for c in other["citations"])
+
+    run(body)
+
+
+def test_stdio_tenant_comes_from_the_operator_never_from_arguments(two_collections: Path, tmp_path: Path):
+    data_dir = tmp_path / "data"
+    shutil.copytree(two_collections, data_dir)
+    tenants_file = tmp_path / "tenants.toml"
+    tenants_file.write_text(
+        TENANTS.replace("requests_per_minute = 4", "requests_per_minute = 2"), encoding="utf-8"
+    )
+
+    async def body() -> None:
+        async with stdio_session(
+            data_dir, "--tenant", "acme", DOCGATE_TENANTS_FILE=str(tenants_file)
+        ) as acme:
+            listing = await call(acme, "list_collections")
+            assert [c["name"] for c in listing["collections"]] == ["lumen"]
+            # An argument naming another tenant changes nothing (it is not part of any tool's input).
+            result = await acme.call_tool(
+                "search", {"query": "passphrase", "tenant": "both", "collections": ["handbook"]}
+            )
+            assert result.is_error and "unknown collection" in result.content[0].text  # type: ignore[union-attr]
+        async with stdio_session(
+            data_dir, "--tenant", "slow", DOCGATE_TENANTS_FILE=str(tenants_file)
+        ) as slow:
+            outcomes = [(await slow.call_tool("search", {"query": "themes"})).is_error for _ in range(4)]
+            assert outcomes[:2] == [False, False] and outcomes[-1] is True
+            limited = await slow.call_tool("search", {"query": "themes"})
+            assert "rate limit" in limited.content[0].text and "retry after" in limited.content[0].text  # type: ignore[union-attr]
 
     run(body)
