@@ -20,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+from server.providers import ProviderSettings
+
 
 @dataclass
 class Step:
@@ -186,3 +188,23 @@ class FakeLLM:
                     pass  # the client gave up (deadline): nothing to report
 
         return Handler
+
+
+def provider_settings(kind: str, url: str, key_env: str, /, **overrides: object) -> ProviderSettings:
+    """Settings for a backend pointed at a `FakeLLM`: short timeouts and backoff so tests stay fast."""
+    values: dict[str, object] = {
+        "kind": kind,
+        "base_url": url,
+        "model": "fake-model",
+        "api_key_env": key_env,
+        "timeout_s": 5.0,
+        "connect_timeout_s": 1.0,
+        "deadline_s": 5.0,
+        "max_retries": 2,
+        "backoff_base_s": 0.01,
+        "backoff_max_s": 0.05,
+        "price_per_mtok_in": 3.0,
+        "price_per_mtok_out": 15.0,
+    }
+    values.update(overrides)
+    return ProviderSettings.model_validate(values)

@@ -26,11 +26,10 @@ from server.answering import (
 )
 from server.cache import SemanticCache
 from server.catalog import Catalog
-from server.providers import ProviderSettings
 from server.service import Access, DocService
 from server.settings import AnswerSettings, CacheSettings, ServerSettings
 from tests.conftest import FIXTURE_CORPUS, settings_for
-from tests.fake_llm import FakeLLM, Step
+from tests.fake_llm import FakeLLM, Step, provider_settings
 
 KEY_ENV = "DOCGATE_TEST_ANSWER_KEY"
 KINDS = ["openai", "anthropic"]
@@ -81,22 +80,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLLM]:
 
 
 def provider(kind: str, url: str, **overrides: object) -> dict[str, object]:
-    values: dict[str, object] = {
-        "kind": kind,
-        "base_url": url,
-        "model": "fake-model",
-        "api_key_env": KEY_ENV,
-        "timeout_s": 5.0,
-        "connect_timeout_s": 1.0,
-        "deadline_s": 5.0,
-        "max_retries": 2,
-        "backoff_base_s": 0.01,
-        "backoff_max_s": 0.05,
-        "price_per_mtok_in": 3.0,
-        "price_per_mtok_out": 15.0,
-    }
-    values.update(overrides)
-    return ProviderSettings.model_validate(values).model_dump()
+    return provider_settings(kind, url, KEY_ENV, **overrides).model_dump()
 
 
 def ask(

@@ -31,7 +31,7 @@ from server.providers import (
     parse_reply,
     parse_retry_after,
 )
-from tests.fake_llm import FakeLLM, Step
+from tests.fake_llm import FakeLLM, Step, provider_settings
 
 KEY_ENV = "DOCGATE_TEST_PROVIDER_KEY"
 SECRET = "sk-test-1234567890-very-secret"
@@ -74,22 +74,7 @@ def redact_emails(text: str) -> str:
 
 
 def settings_for(kind: str, url: str, **overrides: object) -> ProviderSettings:
-    values: dict[str, object] = {
-        "kind": kind,
-        "base_url": url,
-        "model": "fake-model",
-        "api_key_env": KEY_ENV,
-        "timeout_s": 5.0,
-        "connect_timeout_s": 1.0,
-        "deadline_s": 5.0,
-        "max_retries": 2,
-        "backoff_base_s": 0.01,
-        "backoff_max_s": 0.05,
-        "price_per_mtok_in": 3.0,
-        "price_per_mtok_out": 15.0,
-    }
-    values.update(overrides)
-    return ProviderSettings.model_validate(values)
+    return provider_settings(kind, url, KEY_ENV, **overrides)
 
 
 @pytest.fixture
