@@ -286,7 +286,7 @@ _arguments = st.fixed_dictionaries(
         "collections": st.lists(_text, max_size=4) | _text,
         "version": _text | st.none(),
         "k": st.integers(-(10**6), 10**6) | _text,
-        "max_tokens": st.integers(-(10**9), 10**9) | st.floats(allow_nan=True),
+        "max_tokens": st.integers(-(10**9), 10**9) | st.floats(allow_nan=False, allow_infinity=False),
         "cursor": _text,
         "chunk_id": _text,
         "neighbors": st.integers(-100, 100) | st.booleans(),
