@@ -144,8 +144,7 @@ def series_calls(service: DocService, access: Access, collection: str, depth: in
         return call
 
     def search(query: str) -> RetrievalResult:
-        _, retrieval = service.search(access, query, collections=scope, k=depth)
-        return retrieval
+        return service.search(access, query, collections=scope, k=depth).retrieval
 
     return {
         "bm25": retrieve("bm25", True),

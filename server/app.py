@@ -185,7 +185,7 @@ def create_mcp_server(
             budget = guards.validate_max_tokens(max_tokens)
             prefix = guards.validate_path_prefix(path_prefix) if path_prefix is not None else None
             try:
-                result, retrieval = service.search(
+                outcome = service.search(
                     access,
                     text,
                     collections=names,
@@ -198,6 +198,8 @@ def create_mcp_server(
             except UnknownCollection:
                 record.denied_reason = service.denial_reason(access, collections=names)
                 raise
+            result, retrieval = outcome.result, outcome.retrieval
+            record.tokens_out = outcome.tokens  # already measured for the budget: not counted again
             record.chunk_ids = [hit.chunk_id for hit in result.hits]
             record.generations = {hit.collection: hit.generation for hit in result.hits}
             record.tokens_in = runtime.embedder.count_tokens(text)

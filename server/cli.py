@@ -154,13 +154,13 @@ def search(
     try:
         runtime = build_runtime(settings)
         grant = runtime.registry.tenant(tenant or settings.serve.tenant)
-        result, _ = runtime.service.search(
+        result = runtime.service.search(
             Access(grant.name, grant.may_read),
             guards.validate_query(query),
             collections=guards.validate_collections(collection or None),
             version=version,
             k=guards.validate_k(k),
-        )
+        ).result
     except (IndexerError, ServiceError, guards.InvalidArgument, LookupError) as error:
         _fail(str(error))
     sys.stdout.write(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n")

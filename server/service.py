@@ -28,6 +28,15 @@ MAX_RESULTS = 100  # deepest result a cursor can page to
 
 
 @dataclass(frozen=True)
+class SearchOutcome:
+    """A search page, the retrieval behind it (for traces), and the page's measured size in tokens."""
+
+    result: SearchResult
+    retrieval: RetrievalResult
+    tokens: int
+
+
+@dataclass(frozen=True)
 class Access:
     """What one request may read: the tenant and its collection grants."""
 
@@ -257,7 +266,7 @@ class DocService:
         k: int = 8,
         max_tokens: int = 2000,
         cursor: str | None = None,
-    ) -> tuple[SearchResult, RetrievalResult]:
+    ) -> SearchOutcome:
         view = self.catalog.view()
         scope = self.scope(access, collections, version, view)
         context = cursors.digest(access.tenant, query, scope, version, path_prefix, k, view.generations)
@@ -278,11 +287,12 @@ class DocService:
             shaped.next_cursor = (
                 cursors.encode(self._cursor_secret, offset + shown, context) if more else None
             )
-            if not shaped.hits or self.tokens(shaped) <= max_tokens:
+            size = self.tokens(shaped)
+            if not shaped.hits or size <= max_tokens:
                 break
             shaped.hits.pop()  # the cursor itself did not fit: give its room back
             shaped.truncated = True
-        return shaped, result
+        return SearchOutcome(shaped, result, size)
 
     def _snippets(self, view: CatalogView, query: str, page: Sequence[Candidate]) -> dict[str, str]:
         by_collection: dict[str, list[str]] = {}

@@ -42,6 +42,8 @@ class CallRecord:
     chunk_ids: list[str] = field(default_factory=list)
     generations: dict[str, int] = field(default_factory=dict)
     tokens_in: int = 0
+    # Size of the result in tokens when the core already measured it (else the gateway counts it).
+    tokens_out: int | None = None
     trace: dict[str, Any] = field(default_factory=dict)
     denied_reason: str | None = None
     request_id: str = ""
@@ -127,7 +129,7 @@ class Gateway:
                 self._admit(tenant, rate_limit=self.transport == "stdio")
             access = Access(tenant=tenant.name, allowed=tenant.may_read)
             result = await core(access, record)
-            tokens_out = self.service.tokens(result)
+            tokens_out = record.tokens_out if record.tokens_out is not None else self.service.tokens(result)
             self.budget.charge(tenant, record.tokens_in + tokens_out)
         except (InvalidArgument, ServiceError, ToolError) as error:
             code = getattr(
