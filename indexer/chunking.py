@@ -2,6 +2,8 @@
 
 Rules, in order of importance:
 - a chunk never crosses a document boundary, and carries the heading path of where it starts;
+- sizes count what is embedded: the title and heading path prepended to the body take their share
+  of `target_tokens` and `max_tokens`, so no chunk is cut short by the model's length limit;
 - blocks (paragraphs, lists, tables, code blocks) are packed whole; a block is split only when
   it alone exceeds `max_tokens` (prose at sentence boundaries, code at line boundaries);
 - a section smaller than `min_tokens` merges into the next one (its heading kept inline as text),
@@ -19,10 +21,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from indexer.models import Chunk, Document, stable_chunk_id, text_hash
+from indexer.models import Chunk, Document, embedding_context, stable_chunk_id, text_hash
 from indexer.settings import ChunkingSettings
 
 CountTokens = Callable[[str], int]
+
+# A body budget never shrinks below this, however long a page's heading path: such a chunk is
+# better slightly truncated by the model than split into fragments with no substance.
+MIN_BODY_TOKENS = 64
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(\[])")
 
@@ -118,20 +124,38 @@ def chunk_document(
 ) -> list[Chunk]:
     """All chunks of one document, in reading order."""
     sections = [s for s in document.sections if any(b.strip() for b in s.blocks)]
+    budgets: dict[tuple[str, ...], ChunkingSettings] = {}
+
+    def body_limits(heading_path: list[str]) -> ChunkingSettings:
+        """The settings with target and ceiling reduced by what the context prefix costs."""
+        key = tuple(heading_path)
+        if key not in budgets:
+            context = embedding_context(document.title, heading_path)
+            # +1: the blank line between context and body may cost a token in other tokenizers.
+            prefix = count_tokens(context) + 1 if context else 0
+            budgets[key] = settings.model_copy(
+                update={
+                    "target_tokens": max(MIN_BODY_TOKENS, settings.target_tokens - prefix),
+                    "max_tokens": max(MIN_BODY_TOKENS, settings.max_tokens - prefix),
+                }
+            )
+        return budgets[key]
+
     packed: list[_Pending] = []
     carry: _Pending | None = None  # a tiny section waiting to merge into the next one
 
     for index, section in enumerate(sections):
+        limits = body_limits(section.heading_path)
         pieces: list[_Piece] = []
         for block in section.blocks:
             block = block.strip()
             if not block:
                 continue
             tokens = count_tokens(block)
-            if tokens > settings.max_tokens:
+            if tokens > limits.max_tokens:
                 pieces.extend(
                     _Piece(p, count_tokens(p))
-                    for p in _split_oversized(block, settings.max_tokens, count_tokens)
+                    for p in _split_oversized(block, limits.max_tokens, count_tokens)
                 )
             else:
                 pieces.append(_Piece(block, tokens))
@@ -144,9 +168,11 @@ def chunk_document(
                 pieces.insert(0, _Piece(heading, count_tokens(heading)))
             current = carry
             carry = None
+            # The merged chunk is embedded under the carried section's headings.
+            limits = body_limits(current.heading_path)
         else:
             current = _Pending(list(section.heading_path), section.anchor)
-        section_chunks = _pack(current, pieces, settings, count_tokens)
+        section_chunks = _pack(current, pieces, limits, count_tokens)
         is_last = index == len(sections) - 1
         tail = section_chunks[-1]
         if tail.tokens < settings.min_tokens and len(section_chunks) == 1 and not is_last:
@@ -155,7 +181,7 @@ def chunk_document(
             packed.extend(section_chunks)
     if carry is not None:
         # The document ended on a tiny section: append it to the previous chunk when it fits.
-        if packed and packed[-1].tokens + carry.tokens <= settings.max_tokens:
+        if packed and packed[-1].tokens + carry.tokens <= body_limits(packed[-1].heading_path).max_tokens:
             heading = carry.heading_path[-1] if carry.heading_path else ""
             extra = ([_Piece(heading, count_tokens(heading))] if heading else []) + carry.pieces
             packed[-1].pieces.extend(extra)

@@ -90,7 +90,7 @@ class Chunk(BaseModel):
 
     def embedding_text(self) -> str:
         """What gets embedded: title and heading path give the chunk its page context."""
-        context = HEADING_SEPARATOR.join([self.title, *[h for h in self.heading_path if h != self.title]])
+        context = embedding_context(self.title, self.heading_path)
         return f"{context}\n\n{self.text}" if context else self.text
 
 
@@ -102,6 +102,11 @@ class ChunkFilter(BaseModel):
     collections: tuple[str, ...] = ()
     version: str | None = None
     path_prefix: str | None = None
+
+
+def embedding_context(title: str, heading_path: list[str]) -> str:
+    """The line embedded before a chunk's body: "Title › Heading › Subheading"."""
+    return HEADING_SEPARATOR.join([title, *[h for h in heading_path if h != title]])
 
 
 def stable_chunk_id(collection: str, path: str, heading_path: list[str], ordinal: int) -> str:

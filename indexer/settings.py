@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import platformdirs
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -47,8 +47,12 @@ class EmbeddingSettings(BaseModel):
 
 
 class ChunkingSettings(BaseModel):
+    """Sizes in model tokens of what is embedded: the title and heading path line plus the body."""
+
     target_tokens: int = Field(default=220, ge=32, le=2048, description="Pack blocks up to about this size.")
-    max_tokens: int = Field(default=300, ge=32, le=4096, description="Hard ceiling for one chunk.")
+    # 254 = the model's 256-token window minus its two special tokens: nothing a chunk holds is
+    # left out of its vector.
+    max_tokens: int = Field(default=254, ge=32, le=4096, description="Hard ceiling for one chunk.")
     min_tokens: int = Field(
         default=60, ge=0, le=1024, description="Smaller sections merge with the next one."
     )
@@ -78,6 +82,22 @@ class IndexerSettings(BaseSettings):
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     vectors: VectorSettings = Field(default_factory=VectorSettings)
+
+    @model_validator(mode="after")
+    def _chunks_fit_the_model(self) -> Self:
+        window = self.embedding.max_length - 2  # [CLS] and [SEP]
+        if self.chunking.max_tokens > window:
+            raise ValueError(
+                f"chunking.max_tokens ({self.chunking.max_tokens}) exceeds what the model embeds "
+                f"(embedding.max_length {self.embedding.max_length} minus 2 special tokens = {window}); "
+                "the rest of each long chunk would be searchable by keyword but invisible to dense search"
+            )
+        if self.chunking.target_tokens > self.chunking.max_tokens:
+            raise ValueError(
+                f"chunking.target_tokens ({self.chunking.target_tokens}) is above "
+                f"chunking.max_tokens ({self.chunking.max_tokens})"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

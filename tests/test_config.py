@@ -48,6 +48,19 @@ def test_bad_config_files_are_named_in_the_error(tmp_path):
         ServerSettings.load(broken)
 
 
+def test_chunks_larger_than_the_model_window_are_refused(tmp_path):
+    config = tmp_path / "docgate.toml"
+    config.write_text("[chunking]\nmax_tokens = 300\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"chunking.max_tokens \(300\) exceeds what the model embeds"):
+        ServerSettings.load(config)
+    # A longer model window makes room for longer chunks.
+    config.write_text("[embedding]\nmax_length = 512\n[chunking]\nmax_tokens = 300\n", encoding="utf-8")
+    assert ServerSettings.load(config).chunking.max_tokens == 300
+    config.write_text("[chunking]\ntarget_tokens = 250\nmax_tokens = 200\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="target_tokens"):
+        ServerSettings.load(config)
+
+
 def _stdio_entries() -> list[tuple[str, dict[str, object]]]:
     entries = []
     for name in ("claude_desktop_config.json", "cursor-mcp.json", "vscode-mcp.json"):

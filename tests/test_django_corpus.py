@@ -56,6 +56,15 @@ def test_django_titles_and_heading_paths_come_from_the_pages(django_chunks):
     assert len(rooted) >= 0.99 * len(django_chunks)
 
 
+def test_django_chunks_fit_the_model_window(django_chunks, embedder, django_data_dir, model_dir):
+    """Long reference pages have long heading paths; their chunks still fit the 256-token model."""
+    ceiling = settings_for(django_data_dir, model_dir).chunking.max_tokens
+    sizes = embedder.count_tokens_batch([c.embedding_text() for c in django_chunks])
+    over = [size for size in sizes if size > ceiling]
+    # Only a heading path long enough to leave less than MIN_BODY_TOKENS of room may overflow.
+    assert len(over) <= 0.002 * len(sizes), (len(over), sorted(over)[-5:])
+
+
 def test_django_chunks_hold_no_navigation_text(django_chunks):
     offenders = [(c.path, m.group(0)) for c in django_chunks for m in NAVIGATION.finditer(c.text)]
     assert offenders == []
