@@ -231,10 +231,11 @@ def create_mcp_server(
             around = guards.validate_neighbors(neighbors)
             budget = guards.validate_max_tokens(max_tokens)
             try:
-                result = service.fetch(access, wanted, neighbors=around, max_tokens=budget)
+                result, size = service.fetch(access, wanted, neighbors=around, max_tokens=budget)
             except UnknownChunk:
                 record.denied_reason = service.denial_reason(access, chunk_id=wanted)
                 raise
+            record.tokens_out = size  # already measured for the budget: not counted again
             record.chunk_ids = [c.chunk_id for c in [*result.before, result.chunk, *result.after]]
             record.generations = {result.chunk.collection: result.chunk.generation}
             return result

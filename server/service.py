@@ -279,20 +279,27 @@ class DocService:
         has_more = len(result.candidates) > offset + len(page) and offset + len(page) < MAX_RESULTS
         snippets = self._snippets(view, query, page)
         hits = [self._hit(c, view, snippets.get(c.chunk.chunk_id)) for c in page]
-        shaped = self._fit(query, result.variants[1:], hits, max_tokens)
-        while True:
-            shown = len(shaped.hits)
-            # With nothing shown, a cursor would point at the same page again: the caller must raise max_tokens.
-            more = shown > 0 and (shown < len(hits) or has_more)
-            shaped.next_cursor = (
-                cursors.encode(self._cursor_secret, offset + shown, context) if more else None
-            )
+        shaped, bound = self._fit(query, result.variants[1:], hits, max_tokens)
+        shown = len(shaped.hits)
+        # With nothing shown, a cursor would point at the same page again: the caller must raise max_tokens.
+        if shown > 0 and (shown < len(hits) or has_more):
+            shaped.next_cursor = cursors.encode(self._cursor_secret, offset + shown, context)
+            # `null` (one token) becomes a quoted string: two quote tokens plus the cursor's own.
+            bound += self.embedder.count_tokens(shaped.next_cursor) + 1
+        if bound <= max_tokens:
+            # The bound is the page's exact size give or take the separators (see `_fit`), so the
+            # page is within budget without tokenizing it a second time.
+            return SearchOutcome(shaped, result, bound)
+        while True:  # rare: the cursor did not fit in the room `_fit` kept for it
             size = self.tokens(shaped)
             if not shaped.hits or size <= max_tokens:
-                break
-            shaped.hits.pop()  # the cursor itself did not fit: give its room back
+                return SearchOutcome(shaped, result, size)
+            shaped.hits.pop()  # give the cursor's room back
             shaped.truncated = True
-        return SearchOutcome(shaped, result, size)
+            shown = len(shaped.hits)
+            shaped.next_cursor = (
+                cursors.encode(self._cursor_secret, offset + shown, context) if shown > 0 else None
+            )
 
     def _snippets(self, view: CatalogView, query: str, page: Sequence[Candidate]) -> dict[str, str]:
         by_collection: dict[str, list[str]] = {}
@@ -327,8 +334,15 @@ class DocService:
         """Size of a result as the client receives it (its JSON), in model tokens."""
         return self.embedder.count_tokens(_json(model))
 
-    def _fit(self, query: str, variants: list[str], hits: list[SearchHit], max_tokens: int) -> SearchResult:
-        """Keep whole hits in rank order while the response stays within `max_tokens`."""
+    def _fit(
+        self, query: str, variants: list[str], hits: list[SearchHit], max_tokens: int
+    ) -> tuple[SearchResult, int]:
+        """Keep whole hits in rank order while the response stays within `max_tokens`.
+
+        Also returns an upper bound of the result's size in tokens (without a cursor). The tokenizer
+        splits at every punctuation character, so the JSON of the result is exactly the envelope's
+        tokens plus each hit's plus one per separating comma; counting two per hit bounds it.
+        """
         result = SearchResult(
             query=query, rewritten_queries=variants, hits=[], next_cursor=None, truncated=False
         )
@@ -352,7 +366,7 @@ class DocService:
                 result.truncated = True
             result.hits.append(hit)
             used += cost
-        return result
+        return result, used
 
     # ------------------------------------------------------------------ fetch
 
@@ -372,7 +386,8 @@ class DocService:
 
     def fetch(
         self, access: Access, chunk_id: str, *, neighbors: int = 0, max_tokens: int = 4000
-    ) -> FetchResult:
+    ) -> tuple[FetchResult, int]:
+        """The chunk (and neighbours) within `max_tokens`, and the response's size in tokens."""
         view = self.catalog.view()
         chunk, snapshot = self.locate(access, chunk_id, view)
         around = snapshot.lexical.neighbors(chunk, neighbors, neighbors) if neighbors else [chunk]
@@ -381,26 +396,31 @@ class DocService:
         result = FetchResult(chunk=_chunk_view(chunk, snapshot), before=before, after=after, truncated=False)
         return self._fit_fetch(result, max_tokens)
 
-    def _fit_fetch(self, result: FetchResult, max_tokens: int) -> FetchResult:
+    def _fit_fetch(self, result: FetchResult, max_tokens: int) -> tuple[FetchResult, int]:
         """Drop the farthest neighbours first, then shorten the main chunk's text, to fit the budget."""
-        while self.tokens(result) > max_tokens and (result.before or result.after):
+        size = self.tokens(result)
+        while size > max_tokens and (result.before or result.after):
             result.truncated = True
             if len(result.before) >= len(result.after) and result.before:
                 result.before.pop(0)
             else:
                 result.after.pop()
+            size = self.tokens(result)
+        if size <= max_tokens:
+            return result, size  # the usual case: one measurement
         text = result.chunk.text
         keep = self.embedder.count_tokens(text)
         # JSON escaping makes text cost slightly more than its raw token count: shrink until it fits.
-        while (overflow := self.tokens(result) - max_tokens) > 0 and keep > 0:
+        while (overflow := size - max_tokens) > 0 and keep > 0:
             keep = max(0, keep - overflow - 8)
             shortened = self.embedder.truncate_to_tokens(text, keep) + " …" if keep else ""
             result.chunk = result.chunk.model_copy(update={"text": shortened, "truncated": True})
             result.truncated = True
-        if self.tokens(result) > max_tokens:
+            size = self.tokens(result)
+        if size > max_tokens:
             raise InvalidArgument(
                 f"max_tokens: {max_tokens} is too small for this chunk's metadata alone; "
-                f"use at least {self.tokens(result) + 50}",
+                f"use at least {size + 50}",
                 argument="max_tokens",
             )
-        return result
+        return result, size
