@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,14 +77,8 @@ def lumen_data_dir(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, em
 
     Tests must not modify it; copy it (`shutil.copytree`) to experiment.
     """
-    data_dir = tmp_path_factory.mktemp("lumen-data")
-    settings = settings_for(data_dir, model_dir)
-    build_collection(
-        settings,
-        BuildRequest(collection="lumen", source=FIXTURE_CORPUS, version="1.0"),
-        embedder=embedder,
-    )
-    return data_dir
+    request = BuildRequest(collection="lumen", source=FIXTURE_CORPUS, version="1.0")
+    return build_corpus(tmp_path_factory, model_dir, embedder, request)
 
 
 def extract(tarball: Path, target: Path) -> Path:
@@ -96,23 +89,31 @@ def extract(tarball: Path, target: Path) -> Path:
     return children[0] if len(children) == 1 else target
 
 
+def unpack_corpus(tarball: Path, tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A shared corpus unpacked into a fresh temp dir; the test is skipped when the corpus is absent."""
+    if not tarball.is_file():
+        pytest.skip(f"{tarball} not found: the shared corpora sit beside a development checkout")
+    return extract(tarball, tmp_path_factory.mktemp(name))
+
+
+def build_corpus(
+    tmp_path_factory: pytest.TempPathFactory, model_dir: Path, embedder: Embedder, request: BuildRequest
+) -> Path:
+    """A fresh data dir holding `request` built and published (minutes for the real corpora)."""
+    data_dir = tmp_path_factory.mktemp(f"{request.collection}-data")
+    build_collection(settings_for(data_dir, model_dir), request, embedder=embedder)
+    return data_dir
+
+
 @pytest.fixture(scope="session")
 def django_docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not DJANGO_TARBALL.is_file():
-        pytest.skip(f"{DJANGO_TARBALL} not found: the shared corpora sit beside a development checkout")
-    return extract(DJANGO_TARBALL, tmp_path_factory.mktemp("django-docs"))
+    return unpack_corpus(DJANGO_TARBALL, tmp_path_factory, "django-docs")
 
 
 @pytest.fixture(scope="session")
 def django_data_dir(
     tmp_path_factory: pytest.TempPathFactory, django_docs: Path, model_dir: Path, embedder: Embedder
-) -> Iterator[Path]:
+) -> Path:
     """The Django 3.2 docs (without faq/) as collection `django`, built once per session (minutes)."""
-    data_dir = tmp_path_factory.mktemp("django-data")
-    settings = settings_for(data_dir, model_dir)
-    build_collection(
-        settings,
-        BuildRequest(collection="django", source=django_docs, version="3.2", exclude=["faq/*"]),
-        embedder=embedder,
-    )
-    yield data_dir
+    request = BuildRequest(collection="django", source=django_docs, version="3.2", exclude=["faq/*"])
+    return build_corpus(tmp_path_factory, model_dir, embedder, request)
