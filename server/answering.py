@@ -530,10 +530,13 @@ class Answerer:
 
         retrieved = await anyio.to_thread.run_sync(self._retrieve, access, prepared)
         embed = memo_embed(self.embedder.embed)
+        generate_started = time.perf_counter()
         written = await self._write(prepared.question, retrieved, max_tokens, embed, sample)
+        ground_started = time.perf_counter()
         report = await anyio.to_thread.run_sync(
             lambda: check(prepared.question, written.answer, retrieved.evidence, embed, self.grounding)
         )
+        ground_ended = time.perf_counter()
         reasons = self._extra_reasons(written, report, retrieved.evidence)
         abstained = report.abstain or bool(reasons)
         result = self._shape(prepared, retrieved, written, report, reasons, abstained, trace_id, max_tokens)
@@ -558,6 +561,8 @@ class Answerer:
             "estimated_cost_usd": written.cost,
             "spans_ms": {
                 **retrieved.timings_ms,
+                "generate": round((ground_started - generate_started) * 1000, 3),
+                "ground": round((ground_ended - ground_started) * 1000, 3),
                 "answer_total": round((time.monotonic() - started) * 1000, 3),
             },
         }

@@ -131,6 +131,13 @@ def test_extractive_answer_cites_the_chunk_that_answers(docs: Docs) -> None:
     assert result.usage.output_tokens > 0
     assert trace.generations == {"lumen": 1}
     assert trace.trace["abstained"] is False
+    # Every stage of the answer has its own span, and together they fit in the total.
+    spans = trace.trace["spans_ms"]
+    stages = ("rewrite", "bm25", "embed", "dense", "fuse", "generate", "ground")
+    assert set(stages) <= set(spans)
+    assert all(spans[name] >= 0 for name in stages)
+    assert spans["generate"] > 0 and spans["ground"] > 0
+    assert sum(spans[name] for name in stages) <= spans["answer_total"]
 
 
 def test_extractive_answer_states_a_fact_from_a_table_row(docs: Docs) -> None:
