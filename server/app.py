@@ -90,7 +90,10 @@ class Runtime:
     answerer: Answerer
 
     async def aclose(self) -> None:
-        """Release network resources (the shared HTTP client of the answer backends)."""
+        """At shutdown: write the tenants' token usage now (it is otherwise checkpointed every few
+        seconds, and a restart must not hand out what was already spent), then release the shared
+        HTTP client of the answer backends."""
+        self.budget.close()
         await self.http_client.aclose()
 
 

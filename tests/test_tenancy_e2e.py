@@ -415,3 +415,43 @@ def test_stdio_tenant_comes_from_the_operator_never_from_arguments(two_collectio
             assert "rate limit" in limited.content[0].text and "retry after" in limited.content[0].text  # type: ignore[union-attr]
 
     run(body)
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+def test_token_usage_is_written_when_the_server_stops(two_collections: Path, tmp_path: Path, transport: str):
+    """Usage is checkpointed every few seconds; what was spent since must not be lost at shutdown."""
+    data_dir = tmp_path / "data"
+    shutil.copytree(two_collections, data_dir)
+    tenants_file = tmp_path / "tenants.toml"
+    tenants_file.write_text('[tenants.metered]\ncollections = ["lumen"]\ndaily_token_budget = 1000000\n')
+    key = add_key(tenants_file, "metered", None)[1]
+    audit = tmp_path / "audit.jsonl"
+
+    async def three_searches(session: Any) -> None:
+        for query in ("themes", "cache settings", "build_site"):
+            await call(session, "search", query=query, k=3)
+
+    async def body() -> None:
+        if transport == "stdio":
+            async with stdio_session(
+                data_dir,
+                DOCGATE_SERVE__TENANT="metered",
+                DOCGATE_TENANTS_FILE=str(tenants_file),
+                DOCGATE_AUDIT_LOG=str(audit),
+            ) as session:
+                await three_searches(session)
+        else:
+            with http_server(
+                data_dir, DOCGATE_TENANTS_FILE=str(tenants_file), DOCGATE_AUDIT_LOG=str(audit)
+            ) as url:
+                async with http_session(url, key) as session:
+                    await three_searches(session)
+
+    run(body)
+    # The server process has exited: its audit log and its usage file are final.
+    searches = [json.loads(line) for line in audit.read_text().splitlines()]
+    searches = [r for r in searches if r["tool"] == "search"]
+    spent = sum(r["tokens_in"] + r["tokens_out"] for r in searches)
+    assert len(searches) == 3 and spent > 0
+    usage = json.loads((data_dir / "server" / "token-usage.json").read_text())
+    assert usage["used"] == {"metered": spent}
