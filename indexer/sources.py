@@ -1,4 +1,4 @@
-"""Walk a documentation folder into `RawDocument`s (crawled websites live in `crawl.py`)."""
+"""Walk a documentation folder into `RawDocument`s (crawled websites: `indexer.crawl`)."""
 
 from __future__ import annotations
 
