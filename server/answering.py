@@ -240,6 +240,11 @@ class ExtractiveWeights:
     lexical: float = 0.35
     prior: float = 0.15
     page_prior: float = 0.8
+    # A sentence that names an API element (setting, method, option, protocol message) is usually
+    # the one a developer can act on, and the name is rarely in the question. With 0.1, answers
+    # contained the expected terms more often (Django 0.31 → 0.40, MCP 0.48 → 0.52) and the Django
+    # cited page was right in 30 instead of 28 of 45 cases; the FAQ set did not move.
+    code_bonus: float = 0.1
     max_pages: int = 1
     other_page_ratio: float = 0.85
     keep_ratio: float = 0.6
@@ -353,6 +358,8 @@ def extractive_answer(
         semantic = min(1.0, max(0.0, (float(cosines[index]) - 0.1) / 0.6))
         prior = 1.0 / (1.0 + 0.3 * rank_of[sentence.number])
         bonus = 0.1 if question_ids and any(i in sentence.text.lower() for i in question_ids) else 0.0
+        if identifiers(sentence.text):
+            bonus += w.code_bonus  # names the setting, method or option to use
         scores.append(w.semantic * semantic + w.lexical * lexical + w.prior * prior + bonus)
         tokens = count_tokens(sentence.text)
         eligible.append(len(sentence_terms) >= _MIN_SENTENCE_TERMS and tokens <= _MAX_SENTENCE_TOKENS)
