@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmark scripts: percentiles, machine info, corpora, reports.
+"""Shared pieces of the benchmark scripts: latency summaries, machine info, corpora, reports.
 
 The benchmark scripts print a short table on stdout and write the full figures as a JSON
 report; nothing here asserts a timing, because timings depend on the machine and its load.
@@ -7,7 +7,6 @@ report; nothing here asserts a timing, because timings depend on the machine and
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import sys
@@ -22,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from indexer.logs import configure_logging
+from server.traces import percentile
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO.parent / "shared" / "corpora" / "django-3.2-docs-html.tar.gz"
@@ -31,20 +31,6 @@ DEFAULT_EXCLUDE = ("faq/*",)  # the FAQ pages are the eval questions' answer key
 def setup_logging() -> None:
     """Library logs to stderr, warnings only: stdout carries the summary table."""
     configure_logging("WARNING")
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Linear-interpolated percentile (`pct` in 0..100) of `values`; 0.0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    position = (len(ordered) - 1) * pct / 100.0
-    low = math.floor(position)
-    high = math.ceil(position)
-    fraction = position - low
-    return ordered[low] + (ordered[high] - ordered[low]) * fraction
 
 
 def latency_summary(values_ms: Sequence[float]) -> dict[str, float]:

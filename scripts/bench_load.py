@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import random
 import shutil
 import socket
@@ -47,6 +46,8 @@ from mcp.client.streamable_http import streamable_http_client
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python scripts/bench_load.py` from a checkout
     sys.path.insert(0, str(REPO))
+
+from bench_common import latency_summary, machine_info, write_report  # noqa: E402
 
 from server.traces import percentile, summarize_file  # noqa: E402
 
@@ -215,18 +216,6 @@ async def client(
                 last_ids = [hit["chunk_id"] for hit in result["hits"]]
 
 
-def latency_stats(values: Sequence[float], errors: int) -> dict[str, float | int]:
-    return {
-        "count": len(values),
-        "errors": errors,
-        "mean_ms": round(sum(values) / len(values), 2) if values else 0.0,
-        "p50_ms": round(percentile(values, 50), 2),
-        "p95_ms": round(percentile(values, 95), 2),
-        "p99_ms": round(percentile(values, 99), 2),
-        "max_ms": round(max(values, default=0.0), 2),
-    }
-
-
 async def run_clients(
     url: str,
     clients: int,
@@ -263,6 +252,7 @@ def run(
     in_place: bool = False,
 ) -> dict[str, Any]:
     questions = load_questions()
+    machine = machine_info()  # before the run: its load average is the context of every timing
     with tempfile.TemporaryDirectory(prefix="docgate-bench-load-") as scratch:
         work = Path(scratch)
         if data_dir is None:
@@ -296,19 +286,16 @@ def run(
         "throughput_rps": round(done / elapsed, 2) if elapsed > 0 else 0.0,
         "errors": errors,
         "error_samples": tally.samples,
-        "tools": {tool: latency_stats(v, tally.errors[tool]) for tool, v in tally.latencies.items()},
+        "tools": {
+            tool: {**latency_summary(v), "errors": tally.errors[tool]} for tool, v in tally.latencies.items()
+        },
         "server": server_side.model_dump(mode="json"),
         "targets": {
             "search_p95_ms": SEARCH_P95_TARGET_MS,
             "search_p95_met": search_p95 <= SEARCH_P95_TARGET_MS,
             "zero_errors": errors == 0,
         },
-        "machine": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        },
+        "machine": machine,
     }
 
 
@@ -344,10 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         think_ms=args.think_ms,
         in_place=args.in_place,
     )
-    text = json.dumps(report, indent=2)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n", encoding="utf-8")
+        write_report(args.out, report)
     summary = {k: report[k] for k in ("clients", "requests", "duration_s", "throughput_rps", "errors")}
     sys.stdout.write(json.dumps({**summary, "tools": report["tools"]}, indent=2) + "\n")
     return 0 if report["errors"] == 0 else 1
