@@ -343,6 +343,8 @@ def extractive_answer(
         return Extract("", {})
     usable_numbers = sorted({s.number for s in prose})
     rank_of = {number: rank for rank, number in enumerate(usable_numbers)}
+    # 1 for the top-ranked source, decaying with rank: weighted lightly for sentences, strongly for pages.
+    rank_prior = [1.0 / (1.0 + 0.3 * rank_of[s.number]) for s in prose]
     vectors = embed([question] + [s.text for s in prose])
     question_vector, sentence_vectors = vectors[0], vectors[1:]
     cosines = sentence_vectors @ question_vector
@@ -356,18 +358,17 @@ def extractive_answer(
         found = sum(2.0 if t in entity_stems else 1.0 for t in terms if t in sentence_terms)
         lexical = found / total
         semantic = min(1.0, max(0.0, (float(cosines[index]) - 0.1) / 0.6))
-        prior = 1.0 / (1.0 + 0.3 * rank_of[sentence.number])
         bonus = 0.1 if question_ids and any(i in sentence.text.lower() for i in question_ids) else 0.0
         if identifiers(sentence.text):
             bonus += w.code_bonus  # names the setting, method or option to use
-        scores.append(w.semantic * semantic + w.lexical * lexical + w.prior * prior + bonus)
+        scores.append(w.semantic * semantic + w.lexical * lexical + w.prior * rank_prior[index] + bonus)
         tokens = count_tokens(sentence.text)
         eligible.append(len(sentence_terms) >= _MIN_SENTENCE_TERMS and tokens <= _MAX_SENTENCE_TOKENS)
 
     # The first page quoted: best sentence once the retrieval rank weighs in strongly.
     anchor = max(
         (i for i, ok in enumerate(eligible) if ok),
-        key=lambda i: scores[i] + (w.page_prior - w.prior) / (1.0 + 0.3 * rank_of[prose[i].number]),
+        key=lambda i: scores[i] + (w.page_prior - w.prior) * rank_prior[i],
         default=-1,
     )
     anchor_page = prose[anchor].page if anchor >= 0 else None
