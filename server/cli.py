@@ -114,7 +114,7 @@ def serve(
             try:
                 await mcp.run_stdio_async()
             finally:
-                await runtime.aclose()  # the shared HTTP client of the answer backends
+                await runtime.aclose()  # token usage to disk, the answer backends' HTTP client closed
 
         anyio.run(run_stdio)
         return
