@@ -13,6 +13,8 @@ import pytest
 from indexer.build import BuildRequest, build_collection
 from indexer.embedding import Embedder, assemble_offline_model, shared_embedder
 from indexer.settings import EmbeddingSettings
+from server.catalog import Catalog
+from server.service import DocService
 from server.settings import ServerSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,6 +53,13 @@ def settings_for(data_dir: Path, model_dir: Path, **overrides: Any) -> ServerSet
     return ServerSettings.load(
         None, data_dir=data_dir, embedding=EmbeddingSettings(model_dir=model_dir), **overrides
     )
+
+
+def open_service(data_dir: Path, model_dir: Path, embedder: Embedder) -> DocService:
+    """A service over a built data dir, as the server has it (a fixed cursor key; no hot reload)."""
+    settings = settings_for(data_dir, model_dir)
+    catalog = Catalog(settings, embedder.model_id, embedder.dimension, interval=3600)
+    return DocService(settings, catalog, embedder, b"k" * 32)
 
 
 @pytest.fixture(scope="session")

@@ -25,10 +25,9 @@ from server.answering import (
     SampleFn,
 )
 from server.cache import SemanticCache
-from server.catalog import Catalog
 from server.service import Access, DocService
 from server.settings import AnswerSettings, CacheSettings, ServerSettings
-from tests.conftest import FIXTURE_CORPUS, settings_for
+from tests.conftest import FIXTURE_CORPUS, open_service, settings_for
 from tests.fake_llm import FakeLLM, Step, provider_settings
 
 KEY_ENV = "DOCGATE_TEST_ANSWER_KEY"
@@ -62,9 +61,7 @@ class Docs:
 
 
 def open_docs(data_dir: Path, model_dir: Path, embedder: Embedder) -> Docs:
-    settings = settings_for(data_dir, model_dir)
-    catalog = Catalog(settings, embedder.model_id, embedder.dimension, interval=3600)
-    return Docs(data_dir, model_dir, embedder, DocService(settings, catalog, embedder, b"k" * 32))
+    return Docs(data_dir, model_dir, embedder, open_service(data_dir, model_dir, embedder))
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from indexer.embedding import Embedder
-from server.catalog import Catalog
 from server.guards import InvalidArgument
 from server.service import Access, DocService
-from tests.conftest import settings_for
+from tests.conftest import open_service
 
 ACCESS = Access(tenant="default", allowed=lambda name: True)
 QUERIES = [
@@ -27,9 +26,7 @@ QUERIES = [
 
 @pytest.fixture(scope="module")
 def service(lumen_data_dir: Path, model_dir: Path, embedder: Embedder) -> DocService:
-    settings = settings_for(lumen_data_dir, model_dir)
-    catalog = Catalog(settings, embedder.model_id, embedder.dimension, interval=3600)
-    return DocService(settings, catalog, embedder, b"k" * 32)
+    return open_service(lumen_data_dir, model_dir, embedder)
 
 
 @pytest.mark.parametrize("query", QUERIES)
