@@ -40,14 +40,8 @@ from indexer.models import Chunk, Document, RawDocument
 from indexer.parsing import PARSER_VERSION, parse_document
 from indexer.settings import IndexerSettings
 from indexer.sources import walk_folder
-from indexer.vectors import (
-    EdgeVectors,
-    QdrantVectors,
-    VectorStore,
-    qdrant_client_for,
-    qdrant_collection_name,
-    switch_alias,
-)
+from indexer.stores import create_vectors, open_vectors
+from indexer.vectors import VectorStore, qdrant_client_for, switch_alias
 
 log = structlog.get_logger()
 
@@ -150,31 +144,6 @@ class BuildSummary(BaseModel):
 
 def chunking_fingerprint(settings: IndexerSettings) -> dict[str, int]:
     return settings.chunking.model_dump()
-
-
-def open_vectors(settings: IndexerSettings, manifest: gens.Manifest, gen_dir: Path) -> VectorStore:
-    if manifest.vector_backend.kind == "qdrant":
-        if settings.vectors.url is None:
-            raise CorruptGeneration(
-                f"collection {manifest.collection!r} lives on a Qdrant server; set vectors.url to reach it"
-            )
-        name = manifest.vector_backend.qdrant_collection or qdrant_collection_name(
-            manifest.collection, manifest.generation
-        )
-        return QdrantVectors.open(qdrant_client_for(settings.vectors), name, manifest.embedding_dimension)
-    return EdgeVectors.open(gen_dir / "vectors", manifest.embedding_dimension)
-
-
-def _create_vectors(
-    settings: IndexerSettings, collection: str, generation: int, gen_dir: Path, dimension: int
-) -> tuple[VectorStore, gens.VectorBackend]:
-    if settings.vectors.url is not None:
-        name = qdrant_collection_name(collection, generation)
-        store = QdrantVectors.create(qdrant_client_for(settings.vectors), name, dimension, settings.vectors)
-        return store, gens.VectorBackend(kind="qdrant", qdrant_collection=name)
-    return EdgeVectors.create(gen_dir / "vectors", dimension, settings.vectors), gens.VectorBackend(
-        kind="edge"
-    )
 
 
 class _Previous:
@@ -520,7 +489,7 @@ def _publish(run: _Run, got: _Gathered) -> BuildSummary:
     gen_dir.mkdir(parents=True)
     log.info("generation_build_started", collection=name, generation=generation, chunks=len(got.chunks))
 
-    store, backend = _create_vectors(settings, name, generation, gen_dir, run.embedder.dimension)
+    store, backend = create_vectors(settings, name, generation, gen_dir, run.embedder.dimension)
     try:
         embedded, reused_vectors, embed_seconds = _write_vectors(
             got.chunks, store, run.previous if run.reuse else None, run.embedder, run.progress

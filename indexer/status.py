@@ -7,10 +7,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from indexer import generations as gens
-from indexer.build import open_vectors
 from indexer.errors import CorruptGeneration
 from indexer.lexical import LexicalIndex
 from indexer.settings import IndexerSettings
+from indexer.stores import open_vectors
 
 
 def collection_stats(settings: IndexerSettings, name: str, *, sizes: bool) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from indexer.logs import configure_logging
-from server.traces import percentile
+from server.observability.traces import percentile
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO.parent / "shared" / "corpora" / "django-3.2-docs-html.tar.gz"

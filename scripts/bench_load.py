@@ -49,7 +49,7 @@ if str(REPO) not in sys.path:  # run as `python scripts/bench_load.py` from a ch
 
 from bench_common import latency_summary, machine_info, write_report  # noqa: E402
 
-from server.traces import percentile, summarize_file  # noqa: E402
+from server.observability.traces import percentile, summarize_file  # noqa: E402
 
 FIXTURE_CORPUS = REPO / "tests" / "fixtures" / "corpus"
 QUESTION_SETS = (REPO / "tests" / "evals" / "django.jsonl", REPO / "tests" / "evals" / "mcp-spec.jsonl")

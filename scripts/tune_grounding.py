@@ -39,12 +39,12 @@ import numpy as np
 
 from indexer.embedding import Embedder, shared_embedder
 from indexer.logs import configure_logging
-from server.answering import Answerer, Retrieved, extractive_answer, memo_embed
-from server.cache import CacheScope, SemanticCache
-from server.catalog import Catalog
-from server.grounding import GroundingSettings, check
-from server.service import Access, DocService
-from server.settings import CacheSettings, ServerSettings
+from server.answering.cache import CacheScope, SemanticCache
+from server.answering.grounding import check
+from server.answering.pipeline import Answerer, Retrieved, extractive_answer, memo_embed
+from server.retrieval.catalog import Catalog
+from server.retrieval.service import Access, DocService
+from server.settings import CacheSettings, GroundingSettings, ServerSettings
 
 ACCESS = Access(tenant="eval", allowed=lambda name: True)
 

@@ -13,8 +13,8 @@ import pytest
 from indexer.build import BuildRequest, build_collection
 from indexer.embedding import Embedder, assemble_offline_model, shared_embedder
 from indexer.settings import EmbeddingSettings
-from server.catalog import Catalog
-from server.service import DocService
+from server.retrieval.catalog import Catalog
+from server.retrieval.service import DocService
 from server.settings import ServerSettings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-from server.providers import ProviderSettings
+from server.settings import ProviderSettings
 
 
 @dataclass

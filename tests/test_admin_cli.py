@@ -10,9 +10,9 @@ import pytest
 from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
-from server.admin_cli import audit_app, keys_app
-from server.audit import AuditEvent, AuditLog, args_digest
-from server.tenants import TenantRegistry, keys_path
+from server.cli.admin import audit_app, keys_app
+from server.security.audit import AuditEvent, AuditLog, args_digest
+from server.security.tenants import TenantRegistry, keys_path
 
 TENANTS = '[tenants.acme]\ncollections = ["django*"]\n'
 

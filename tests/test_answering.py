@@ -16,7 +16,8 @@ import pytest
 
 from indexer.build import BuildRequest, build_collection
 from indexer.embedding import Embedder
-from server.answering import (
+from server.answering.cache import SemanticCache
+from server.answering.pipeline import (
     ABSTENTION,
     Answerer,
     AnswerResult,
@@ -24,8 +25,7 @@ from server.answering import (
     SampledReply,
     SampleFn,
 )
-from server.cache import SemanticCache
-from server.service import Access, DocService
+from server.retrieval.service import Access, DocService
 from server.settings import AnswerSettings, CacheSettings, ServerSettings
 from tests.conftest import FIXTURE_CORPUS, open_service, settings_for
 from tests.fake_llm import FakeLLM, Step, provider_settings

@@ -17,7 +17,7 @@ import anyio
 import pytest
 from pydantic import ValidationError
 
-from server.audit import (
+from server.security.audit import (
     GENESIS_HASH,
     AuditEvent,
     AuditLog,
@@ -296,7 +296,7 @@ _CHILD = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from server.audit import AuditEvent, AuditLog, args_digest
+    from server.security.audit import AuditEvent, AuditLog, args_digest
 
     log = AuditLog(Path(sys.argv[1]))
     digest = args_digest({"child": sys.argv[2]})

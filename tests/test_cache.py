@@ -9,7 +9,7 @@ import numpy.typing as npt
 import pytest
 
 from indexer.embedding import Embedder
-from server.cache import CacheScope, SemanticCache
+from server.answering.cache import CacheScope, SemanticCache
 from server.settings import CacheSettings
 
 QUESTION = "How do I make a model field optional in forms?"

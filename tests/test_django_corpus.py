@@ -11,8 +11,8 @@ from indexer import generations as gens
 from indexer.lexical import LexicalIndex
 from indexer.models import Chunk
 from indexer.status import verify_collection
-from server.catalog import Catalog
-from server.retrieval import RetrievalQuery, retrieve
+from server.retrieval.catalog import Catalog
+from server.retrieval.hybrid import RetrievalQuery, retrieve
 from tests.conftest import settings_for
 
 # Text of the Sphinx theme's header, sidebar and footer, which must not leak into chunks.

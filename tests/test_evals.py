@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from server.app import build_runtime
-from server.evals import (
+from server.evals.runner import (
     AnswerMetrics,
     AnswerOutcome,
     AnswerReport,
@@ -39,6 +38,7 @@ from server.evals import (
     retrieval_metrics,
     run_eval,
 )
+from server.mcp.app import build_runtime
 from tests.conftest import REPO, settings_for
 from tests.eval_fixtures import mcp_data_dir, mcp_docs
 

@@ -15,17 +15,17 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from server.grounding import (
+from server.answering.grounding import (
     INVALID_CITATION,
     EmbedFn,
     Evidence,
-    GroundingSettings,
     check,
     identifiers,
     numbers,
     split_claims,
 )
-from server.providers import ProviderSettings, make_backend
+from server.answering.providers import make_backend
+from server.settings import GroundingSettings, ProviderSettings
 from tests.fake_llm import FakeLLM, Step
 
 TOKENIZER_FILES = [

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.guards import (
+from server.security.guards import (
     InvalidArgument,
     find_pii,
     iban_valid,

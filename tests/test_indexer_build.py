@@ -205,7 +205,7 @@ def test_qdrant_client_backend_builds_searches_and_switches_alias(
 ):
     from qdrant_client import QdrantClient
 
-    from indexer.build import open_vectors
+    from indexer.stores import open_vectors
     from indexer.vectors import qdrant_client_for
     from tests.conftest import settings_for
 

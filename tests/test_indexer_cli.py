@@ -127,7 +127,7 @@ def test_kill_9_mid_build_leaves_previous_generation_served_and_next_build_clean
 
     # The server side opens the old generation as if nothing happened.
     from indexer.embedding import shared_embedder
-    from server.catalog import Catalog
+    from server.retrieval.catalog import Catalog
 
     embedder = shared_embedder(settings.embedding, settings.models_dir)
     catalog = Catalog(settings, embedder.model_id, embedder.dimension)

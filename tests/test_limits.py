@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from server.limits import SECONDS_PER_DAY, RateLimiter, TokenBudget
-from server.tenants import Tenant
+from server.security.limits import SECONDS_PER_DAY, RateLimiter, TokenBudget
+from server.security.tenants import Tenant
 
 # 2025-03-01 12:00:00 UTC: half a day before midnight.
 NOON = 20_148 * SECONDS_PER_DAY + 43_200.0

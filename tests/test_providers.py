@@ -14,15 +14,14 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from server.grounding import Evidence, invalid_citations
-from server.prompts import build_prompt, escape_text
-from server.providers import (
+from server.answering.grounding import Evidence, invalid_citations
+from server.answering.prompts import build_prompt, escape_text
+from server.answering.providers import (
     AnswerBackend,
     GeneratedAnswer,
     ProviderBadOutput,
     ProviderConfigError,
     ProviderRejected,
-    ProviderSettings,
     ProviderTimeout,
     ProviderUnavailable,
     Usage,
@@ -31,6 +30,7 @@ from server.providers import (
     parse_reply,
     parse_retry_after,
 )
+from server.settings import ProviderSettings
 from tests.fake_llm import FakeLLM, Step, provider_settings
 
 KEY_ENV = "DOCGATE_TEST_PROVIDER_KEY"

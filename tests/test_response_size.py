@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from indexer.embedding import Embedder
-from server.guards import InvalidArgument
-from server.service import Access, DocService
+from server.retrieval.service import Access, DocService
+from server.security.guards import InvalidArgument
 from tests.conftest import open_service
 
 ACCESS = Access(tenant="default", allowed=lambda name: True)

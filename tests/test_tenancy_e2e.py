@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from indexer.build import BuildRequest, build_collection
 from indexer.embedding import Embedder
-from server.audit import verify
-from server.tenants import add_key, revoke_key
+from server.security.audit import verify
+from server.security.tenants import add_key, revoke_key
 from tests.conftest import settings_for
 from tests.mcp_harness import (
     INITIALIZE,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from server.tenants import (
+from server.security.tenants import (
     DEFAULT_TENANT,
     MAX_BEARER_LENGTH,
     Principal,

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from server.cli import app
-from server.traces import percentile, read_events, summarize, summarize_file
+from server.cli.main import app
+from server.observability.traces import percentile, read_events, summarize, summarize_file
 
 
 def _line(**fields: Any) -> str:
@@ -114,7 +114,7 @@ def test_trace_summarize_of_a_missing_file_fails_with_a_message(tmp_path: Path):
 
 
 def test_otel_export_stays_off_without_an_endpoint(monkeypatch: pytest.MonkeyPatch):
-    from server import otel
+    from server.observability import otel
 
     for name in otel.ENDPOINT_VARIABLES:
         monkeypatch.delenv(name, raising=False)

@@ -20,13 +20,13 @@ from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel
 
-from server import otel
-from server.audit import AuditEvent, AuditLog, args_digest
 from server.errors import BudgetExhausted, RateLimited, ServiceError
-from server.guards import InvalidArgument
-from server.limits import RateLimiter, TokenBudget
-from server.service import Access, DocService
-from server.tenants import Principal, TenantRegistry, UnknownTenant
+from server.observability import otel
+from server.retrieval.service import Access, DocService
+from server.security.audit import AuditEvent, AuditLog, args_digest
+from server.security.guards import InvalidArgument
+from server.security.limits import RateLimiter, TokenBudget
+from server.security.tenants import Principal, TenantRegistry, UnknownTenant
 
 log = structlog.get_logger()
 T = TypeVar("T", bound=BaseModel)

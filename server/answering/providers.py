@@ -22,15 +22,16 @@ import random
 import re
 import time
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import anyio
 import httpx
 import structlog
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from server.grounding import Evidence
-from server.prompts import Redactor, build_prompt, repair_request
+from server.answering.grounding import Evidence
+from server.answering.prompts import Redactor, build_prompt, repair_request
+from server.settings import ProviderSettings
 
 log = structlog.get_logger(__name__)
 
@@ -64,33 +65,6 @@ class ProviderUnavailable(ProviderError):
 
 class ProviderBadOutput(ProviderError):
     pass
-
-
-class ProviderSettings(BaseModel):
-    kind: Literal["openai", "anthropic"]
-    base_url: str = Field(
-        description="Server root or its /v1 URL, e.g. https://api.openai.com/v1, http://127.0.0.1:11434."
-    )
-    model: str
-    api_key_env: str | None = Field(
-        default=None,
-        description="Name of the environment variable holding the key (read per call, never logged). "
-        "None for local servers that need no key (Ollama, vLLM).",
-    )
-    timeout_s: float = Field(default=60.0, gt=0, description="Read timeout of one HTTP attempt.")
-    connect_timeout_s: float = Field(default=5.0, gt=0)
-    deadline_s: float = Field(default=90.0, gt=0, description="Cap on one generate() call, retries included.")
-    max_retries: int = Field(default=3, ge=0, description="Attempts after the first one.")
-    backoff_base_s: float = Field(default=0.5, ge=0)
-    backoff_max_s: float = Field(default=8.0, ge=0)
-    price_per_mtok_in: float = Field(default=0.0, ge=0, description="USD per million input tokens.")
-    price_per_mtok_out: float = Field(default=0.0, ge=0, description="USD per million output tokens.")
-    temperature: float = 0.0
-    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = Field(
-        default="max_tokens",
-        description="OpenAI-compatible only: newer OpenAI models take max_completion_tokens.",
-    )
-    anthropic_version: str = "2023-06-01"
 
 
 class Usage(BaseModel):

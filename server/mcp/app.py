@@ -21,18 +21,18 @@ from mcp.types import (
 from pydantic import Field
 
 from indexer.embedding import Embedder, shared_embedder
-from server import guards
-from server.answering import Answerer, AnswerResult, SampledReply, SampleFn, validate_question
-from server.audit import AuditLog
-from server.cache import SemanticCache
-from server.catalog import Catalog
-from server.cursors import load_secret
+from server.answering.cache import SemanticCache
+from server.answering.pipeline import Answerer, AnswerResult, SampledReply, SampleFn, validate_question
 from server.errors import UnknownChunk, UnknownCollection
-from server.limits import RateLimiter, TokenBudget
-from server.service import Access, CollectionList, DocService, FetchResult, SearchResult
+from server.mcp.gateway import AuditEveryCall, CallRecord, Gateway
+from server.retrieval.catalog import Catalog
+from server.retrieval.cursors import load_secret
+from server.retrieval.service import Access, CollectionList, DocService, FetchResult, SearchResult
+from server.security import guards
+from server.security.audit import AuditLog
+from server.security.limits import RateLimiter, TokenBudget
+from server.security.tenants import TenantRegistry
 from server.settings import ServerSettings
-from server.tenants import TenantRegistry
-from server.tools import AuditEveryCall, CallRecord, Gateway
 
 INSTRUCTIONS = """docgate serves documentation. Use `search` to find relevant passages (it returns short
 snippets with stable chunk IDs and source links), then `fetch_chunk` to read a passage in full with

@@ -39,12 +39,12 @@ from pydantic import BaseModel, Field, ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from server.answering import Answerer
+from server.answering.pipeline import Answerer
 from server.errors import ServiceError
-from server.retrieval import Mode
-from server.service import Access, DocService
+from server.observability.traces import percentile
+from server.retrieval.hybrid import Mode
+from server.retrieval.service import Access, DocService
 from server.settings import ServerSettings
-from server.traces import percentile
 
 K = 10
 DEFAULT_DEPTH = 30  # chunks; with at most 2 chunks per page this nearly always yields 10 pages

@@ -20,9 +20,9 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.app import Runtime, create_mcp_server
-from server.audit import AuditEvent, args_digest
-from server.tenants import TenantRegistry, UnknownTenant
+from server.mcp.app import Runtime, create_mcp_server
+from server.security.audit import AuditEvent, args_digest
+from server.security.tenants import TenantRegistry, UnknownTenant
 
 log = structlog.get_logger()
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}

@@ -17,10 +17,10 @@ from pathlib import Path
 import structlog
 
 from indexer import generations as gens
-from indexer.build import open_vectors
 from indexer.errors import IndexerError
 from indexer.lexical import LexicalIndex
 from indexer.settings import IndexerSettings
+from indexer.stores import open_vectors
 from indexer.vectors import VectorStore
 
 log = structlog.get_logger()

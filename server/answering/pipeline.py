@@ -34,21 +34,18 @@ import structlog
 from pydantic import BaseModel, Field
 
 from indexer.embedding import Embedder
-from server import guards
-from server.cache import CacheScope, SemanticCache
-from server.catalog import CatalogView
-from server.grounding import (
+from server.answering.cache import CacheScope, SemanticCache
+from server.answering.grounding import (
     Evidence,
     GroundingReport,
-    GroundingSettings,
     check,
     content_terms,
     identifiers,
     question_terms,
     split_claims,
 )
-from server.prompts import build_prompt, repair_request
-from server.providers import (
+from server.answering.prompts import build_prompt, repair_request
+from server.answering.providers import (
     AnswerBackend,
     Citation,
     GeneratedAnswer,
@@ -61,9 +58,11 @@ from server.providers import (
     make_backend,
     parse_reply,
 )
-from server.retrieval import Candidate
-from server.service import Access, DocService
-from server.settings import ServerSettings
+from server.retrieval.catalog import CatalogView
+from server.retrieval.hybrid import Candidate
+from server.retrieval.service import Access, DocService
+from server.security import guards
+from server.settings import GroundingSettings, ServerSettings
 
 log = structlog.get_logger()
 

@@ -18,9 +18,9 @@ import typer
 
 from indexer.errors import IndexerError
 from indexer.logs import configure_logging
-from server.admin_cli import audit_app, keys_app
+from server.cli.admin import audit_app, keys_app
+from server.observability.traces import trace_app
 from server.settings import ServerSettings
-from server.traces import trace_app
 
 app = typer.Typer(
     name="docgate",
@@ -96,7 +96,7 @@ def serve(
     settings = _settings(config)
     if tenant:
         settings.serve.tenant = tenant
-    from server.app import build_runtime, create_mcp_server
+    from server.mcp.app import build_runtime, create_mcp_server
 
     try:
         runtime = build_runtime(settings)
@@ -127,7 +127,7 @@ def serve(
         )
     import uvicorn
 
-    from server.http import create_http_app
+    from server.mcp.http import create_http_app
 
     asgi, _ = create_http_app(runtime, host, port)
     uvicorn.run(asgi, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
@@ -146,10 +146,10 @@ def search(
 ) -> None:
     """Run the search tool's core from the shell and print its JSON result."""
     settings = _settings(config)
-    from server import guards
-    from server.app import build_runtime
     from server.errors import ServiceError
-    from server.service import Access
+    from server.mcp.app import build_runtime
+    from server.retrieval.service import Access
+    from server.security import guards
 
     try:
         runtime = build_runtime(settings)
@@ -189,9 +189,9 @@ def eval_command(
     settings = _settings(config)
     from rich.console import Console
 
-    from server import evals
-    from server.app import build_runtime
     from server.errors import ServiceError
+    from server.evals import runner as evals
+    from server.mcp.app import build_runtime
 
     try:
         previous = evals.load_report(baseline) if baseline is not None else None
@@ -223,7 +223,3 @@ def eval_command(
 
 def main() -> None:
     app()
-
-
-if __name__ == "__main__":
-    main()

@@ -28,6 +28,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, Field
 
+from server.settings import GroundingSettings
+
 EmbedFn = Callable[[list[str]], npt.NDArray[Any]]
 """Embeds texts into L2-normalised row vectors (one row per text)."""
 
@@ -56,85 +58,6 @@ class Evidence(BaseModel):
     def context_text(self) -> str:
         """Title, headings and body: what a reader of this source sees."""
         return "\n".join([self.title, *self.heading_path, self.text])
-
-
-class GroundingSettings(BaseModel):
-    """Thresholds and weights of the grounding check (defaults explained per field)."""
-
-    threshold: float = Field(
-        default=0.5,
-        description="Abstain when the length-weighted claim score is below this. 0.5 sits between a "
-        "paraphrase of the source (≈0.6–0.9) and an on-topic but unsupported claim (≈0.2–0.4).",
-    )
-    # 0.45 from scripts/tune_grounding.py on the Django eval (59 cases, extractive backend). Every
-    # threshold from 0.35 to 0.55 answers 0.91-0.96 of the answerable cases and abstains on
-    # 0.93-1.00 of the unanswerable ones (±1 case between runs); below, questions naming an
-    # identifier no source has (relevance capped at 0.30) get answered. 0.45 is the middle of that
-    # plateau, chosen by its worst neighbour rather than by its own best score.
-    relevance_threshold: float = Field(
-        default=0.45,
-        description="Abstain when question–evidence relevance is below this: sources about another "
-        "topic score ≈0–0.3, sources that address the question ≈0.5–0.9.",
-    )
-    lexical_weight: float = Field(default=0.5, description="Weight of content-word overlap in support.")
-    semantic_weight: float = Field(default=0.5, description="Weight of embedding similarity in support.")
-    semantic_floor: float = Field(
-        default=0.25, description="Cosine at or below which a claim counts as semantically unrelated."
-    )
-    semantic_ceiling: float = Field(
-        default=0.8, description="Cosine at or above which a claim counts as a full paraphrase."
-    )
-    identifier_cap: float = Field(
-        default=0.2, description="Support cap for a claim whose number or identifier is not in the source."
-    )
-    code_missing_tolerance: float = Field(
-        default=0.25,
-        description="A code block may use this fraction of API-looking names absent from the source "
-        "(user variable names in an adapted example) before the identifier cap applies.",
-    )
-    other_source_discount: float = Field(
-        default=0.8, description="Factor on support found in a source the claim did not cite."
-    )
-    uncited_discount: float = Field(
-        default=0.7, description="Factor on the best support of a claim that cites nothing."
-    )
-    min_claim_terms: int = Field(
-        default=2,
-        description="A sentence with fewer content words and no identifier or number is connective "
-        "text ('For example:') and is reported but not scored.",
-    )
-    max_claim_weight: int = Field(
-        default=40,
-        description="Cap on one claim's weight (content words) so a long code block cannot dominate.",
-    )
-    max_windows_per_source: int = Field(
-        default=24, description="Sentence windows embedded per source (bounds the embedding cost)."
-    )
-    dense_weight: float = Field(default=0.5, description="Relevance weight of max question–evidence cosine.")
-    coverage_weight: float = Field(
-        default=0.4, description="Relevance weight of the question's key terms found in the cited evidence."
-    )
-    margin_weight: float = Field(
-        default=0.1, description="Relevance weight of the top retrieval score's margin over the rest."
-    )
-    dense_floor: float = Field(
-        default=0.25,
-        description="Question–evidence cosine that counts as unrelated. With all-MiniLM-L6-v2, sources that "
-        "answer a question score ≈0.5–0.8, same-product but off-topic ones ≈0.2–0.35, other topics < 0.1.",
-    )
-    dense_ceiling: float = Field(
-        default=0.6, description="Question–evidence cosine that counts as on target."
-    )
-    margin_full: float = Field(
-        default=0.5, description="Relative margin (top − mean of rest) / top that counts as fully confident."
-    )
-    entity_weight: float = Field(
-        default=2.0, description="Weight of an identifier or named entity among the question's key terms."
-    )
-    missing_identifier_relevance_cap: float = Field(
-        default=0.3,
-        description="Relevance cap when the question names code identifiers and no source mentions any.",
-    )
 
 
 class ClaimCheck(BaseModel):

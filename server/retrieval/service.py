@@ -17,11 +17,11 @@ from pydantic import BaseModel, Field
 
 from indexer.embedding import Embedder
 from indexer.models import Chunk
-from server import cursors
-from server.catalog import Catalog, CatalogView, Snapshot
 from server.errors import IndexUnavailable, UnknownChunk, UnknownCollection
-from server.guards import InvalidArgument, neutralize, screen
-from server.retrieval import Candidate, Mode, RetrievalQuery, RetrievalResult, retrieve
+from server.retrieval import cursors
+from server.retrieval.catalog import Catalog, CatalogView, Snapshot
+from server.retrieval.hybrid import Candidate, Mode, RetrievalQuery, RetrievalResult, retrieve
+from server.security.guards import InvalidArgument, neutralize, screen
 from server.settings import ServerSettings
 
 MAX_RESULTS = 100  # deepest result a cursor can page to

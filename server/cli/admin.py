@@ -13,8 +13,15 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from server.audit import verify
-from server.tenants import TenantsFileError, UnknownKey, UnknownTenant, add_key, list_keys, revoke_key
+from server.security.audit import verify
+from server.security.tenants import (
+    TenantsFileError,
+    UnknownKey,
+    UnknownTenant,
+    add_key,
+    list_keys,
+    revoke_key,
+)
 
 keys_app = typer.Typer(help="Create, list and revoke API keys for tenants.", no_args_is_help=True)
 audit_app = typer.Typer(help="Check the audit log.", no_args_is_help=True)

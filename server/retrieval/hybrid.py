@@ -17,8 +17,8 @@ from indexer.embedding import Embedder
 from indexer.lexical import LexicalHit
 from indexer.models import Chunk, ChunkFilter
 from indexer.vectors import VectorHit
-from server.catalog import CatalogView, Snapshot
-from server.rewriting import rewrite
+from server.retrieval.catalog import CatalogView, Snapshot
+from server.retrieval.rewriting import rewrite
 from server.settings import RetrievalSettings
 
 Mode = Literal["hybrid", "bm25", "dense"]

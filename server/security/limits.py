@@ -24,7 +24,7 @@ from pathlib import Path
 import structlog
 from pydantic import BaseModel, ConfigDict
 
-from server.tenants import Tenant
+from server.security.tenants import Tenant
 
 log = structlog.get_logger()
 

@@ -1,0 +1,1 @@
+"""Grounded answers: context selection, extractive and model backends, grounding, the answer cache."""

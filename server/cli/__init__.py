@@ -1,0 +1,1 @@
+"""The `docgate` command line: serve, search, ask, eval, keys, audit, trace."""

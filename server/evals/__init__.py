@@ -1,0 +1,1 @@
+"""Evals: labelled question sets, retrieval and answer metrics, the `docgate eval` runner."""

@@ -1,0 +1,1 @@
+"""Observability: per-call traces, OpenTelemetry export, trace summaries."""

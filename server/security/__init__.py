@@ -1,0 +1,1 @@
+"""Security: argument validation, injection screening, tenants and keys, rate limits, the audit log."""
