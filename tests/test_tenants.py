@@ -179,17 +179,21 @@ def test_keys_file_sits_beside_the_tenants_file_and_holds_no_key(tenants_file: P
     assert key[len(f"dg_{record.key_id}_") :] not in text
     stored = json.loads(text)["keys"][0]
     assert stored["key_id"] == record.key_id
-    assert stored["iterations"] >= 100_000
-    assert len(stored["salt"]) >= 32
+    # A keyed hash under the server secret, which lives in its own 0600 file, not in this one.
+    assert stored["algorithm"] == "hmac_sha256"
+    assert stored["tenant_id"]
+    secret_file = tenants_file.parent / "tenants.keys.secret"
+    assert secret_file.stat().st_mode & 0o077 == 0
+    assert secret_file.read_text().strip() not in text
     assert tenants_file.read_bytes() == before  # the hand-edited file is untouched
     assert path.stat().st_mode & 0o077 == 0
 
 
-def test_each_key_gets_its_own_salt(tenants_file: Path) -> None:
+def test_each_key_gets_its_own_hash(tenants_file: Path) -> None:
     add_key(tenants_file, "acme")
     add_key(tenants_file, "acme")
-    salts = {r.salt for r in list_keys(tenants_file)}
-    assert len(salts) == 2
+    hashes = {r.hash for r in list_keys(tenants_file)}
+    assert len(hashes) == 2
 
 
 def test_listing_keys_of_a_fresh_setup_is_empty(tenants_file: Path) -> None:

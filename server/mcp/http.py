@@ -1,17 +1,20 @@
 """Streamable HTTP serving: bearer auth, Host/Origin checks, HTTP 429 rate limits, audited denials.
 
 Layers, outermost first:
-1. `EdgeGuard` (ASGI): on the MCP path, identifies the caller from the bearer key, answers an
-   over-limit tenant with HTTP 429 + Retry-After before any MCP work, and writes one audit
-   record for every request that is refused (401 unauthenticated, 403 rejected Host/Origin, 429).
+1. `EdgeGuard` (ASGI): on the MCP path, checks Host (421) and Origin (403) by exact comparison
+   of the parsed host and port, identifies the caller from the bearer key once (off the event
+   loop where it is slow, throttled per address and key id: 429), answers an over-limit tenant
+   with HTTP 429 + Retry-After before any MCP work (GET streams count too), and writes one audit
+   record for every request that is refused (401, 403, 421, 429).
 2. The SDK's Starlette app: `TokenVerifier` + `RequireAuthMiddleware` (401 + WWW-Authenticate),
-   DNS-rebinding protection (Host/Origin allow-lists), the streamable HTTP transport.
+   its own DNS-rebinding protection, the streamable HTTP transport.
 """
 
 from __future__ import annotations
 
 import math
 import uuid
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -21,11 +24,16 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.mcp.app import Runtime, create_mcp_server
+from server.mcp.origins import HostPolicy
 from server.security.audit import AuditEvent, args_digest
-from server.security.tenants import TenantRegistry, UnknownTenant
+from server.security.tenants import Principal, TenantRegistry, UnknownTenant
 
 log = structlog.get_logger()
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+# The bearer and principal `EdgeGuard` established for this request, so the SDK's verifier
+# (which runs further in, in the same task) does not check the key a second time.
+_edge_principal: ContextVar[tuple[str, Principal] | None] = ContextVar("docgate_edge_principal", default=None)
 
 
 class KeyVerifier:
@@ -35,7 +43,11 @@ class KeyVerifier:
         self._registry = registry
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        principal = self._registry.authenticate(token)
+        known = _edge_principal.get()
+        if known is not None and known[0] == token:
+            principal: Principal | None = known[1]
+        else:
+            principal = (await self._registry.authenticate_async(token)).principal
         if principal is None:
             return None
         return AccessToken(
@@ -50,11 +62,17 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "-"
+
+
 class EdgeGuard:
-    def __init__(self, app: ASGIApp, runtime: Runtime, path: str) -> None:
+    def __init__(self, app: ASGIApp, runtime: Runtime, path: str, hosts: HostPolicy | None = None) -> None:
         self.app = app
         self.runtime = runtime
         self.path = path
+        self.hosts = hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -63,17 +81,44 @@ class EdgeGuard:
         if scope["type"] != "http" or scope.get("path", "").rstrip("/") != self.path.rstrip("/"):
             await self.app(scope, receive, send)
             return
+        if self.hosts is not None:
+            refusal = self.hosts.refusal(_header(scope, b"host"), _header(scope, b"origin"))
+            if refusal is not None:
+                code, reason = refusal
+                await self._deny(scope, "-", None, "host_or_origin_rejected", code)
+                await _respond(
+                    send,
+                    code,
+                    f'{{"error":"{reason}","message":"request refused: {reason.replace("_", " ")}"}}'.encode(),
+                    [(b"content-type", b"application/json")],
+                )
+                return
         registry = self.runtime.registry
         tenant_name, key_id = self.runtime.settings.serve.tenant, None
         authorization = _header(scope, b"authorization") or ""
         if not registry.single_user:
             bearer = authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
-            principal = registry.authenticate(bearer) if bearer else None
+            result = await registry.authenticate_async(bearer, _client_address(scope)) if bearer else None
+            if result is not None and result.retry_after_s is not None:
+                await self._deny(scope, "-", None, "auth_throttled", 429)
+                await _respond(
+                    send,
+                    429,
+                    b'{"error":"auth_throttled","message":"too many failed authentications; retry later"}',
+                    [
+                        (b"retry-after", str(max(1, math.ceil(result.retry_after_s))).encode()),
+                        (b"content-type", b"application/json"),
+                    ],
+                )
+                return
+            principal = result.principal if result is not None else None
             if principal is not None:
                 tenant_name, key_id = principal.tenant, principal.key_id
+                _edge_principal.set((bearer, principal))
             else:
                 tenant_name = "-"
-        if tenant_name != "-" and scope.get("method") == "POST":
+        # Every method counts: a GET opens a long-lived stream, which costs as much as a call.
+        if tenant_name != "-":
             try:
                 tenant = registry.tenant(tenant_name)
             except UnknownTenant:
@@ -182,4 +227,5 @@ def create_http_app(runtime: Runtime, host: str, port: int) -> Any:
         host=host,
         max_request_body_size=256 * 1024,
     )
-    return EdgeGuard(app, runtime, settings.serve.path), app
+    hosts = HostPolicy.for_server(host, port, settings.serve.allowed_hosts, settings.serve.allowed_origins)
+    return EdgeGuard(app, runtime, settings.serve.path, hosts), app
