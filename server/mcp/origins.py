@@ -68,8 +68,8 @@ class HostPolicy:
         names = [name]
         if host in ("127.0.0.1", "localhost", "::1", *_ANY_ADDRESS):
             names += list(_LOOPBACK_NAMES)
-        hosts = {("", n.lower(), port) for n in names}
-        origins = {(scheme, n.lower(), port) for n in names for scheme in ("http", "https")}
+        hosts: set[Endpoint] = {("", n.lower(), port) for n in names}
+        origins: set[Endpoint] = {(scheme, n.lower(), port) for n in names for scheme in ("http", "https")}
         hosts |= {e for e in (parse_host(v) for v in extra_hosts) if e is not None}
         origins |= {e for e in (parse_origin(v) for v in extra_origins) if e is not None}
         return cls(hosts=frozenset(hosts), origins=frozenset(origins))
