@@ -167,11 +167,32 @@ class ServeSettings(BaseModel):
 
 class AuthSettings(BaseModel):
     tenants_file: Path | None = None
+    key_secret_file: Path | None = Field(
+        default=None,
+        description="Server secret that API key hashes are keyed with; default <tenants file stem>.keys.secret.",
+    )
+    auth_failures_per_minute: int = Field(
+        default=30,
+        ge=1,
+        le=10_000,
+        description="Failed key checks allowed per client address and per key id.",
+    )
 
 
 class AuditSettings(BaseModel):
     path: Path | None = Field(
         default=None, description="Audit log file; default <data_dir>/audit/audit.jsonl."
+    )
+    key_dir: Path | None = Field(
+        default=None,
+        description="Chain key and checkpoint signing keys; default <data_dir>/server/audit-keys.",
+    )
+    checkpoint_every: int = Field(default=100, ge=1, description="Sign a checkpoint every N records.")
+    checkpoint_interval_s: float = Field(
+        default=300.0, gt=0, description="...and at least this often while records are written."
+    )
+    sink_url: str | None = Field(
+        default=None, description="HTTP endpoint that receives every checkpoint as JSON (POST)."
     )
 
 
@@ -264,3 +285,7 @@ class ServerSettings(IndexerSettings):
     @property
     def audit_path(self) -> Path:
         return self.audit.path or self.data_dir / "audit" / "audit.jsonl"
+
+    @property
+    def audit_key_dir(self) -> Path:
+        return self.audit.key_dir or self.data_dir / "server" / "audit-keys"

@@ -12,7 +12,9 @@ from typer.testing import CliRunner
 
 from server.cli.admin import audit_app, keys_app
 from server.security.audit import AuditEvent, AuditLog, args_digest
+from server.security.audit_keys import AuditKeys
 from server.security.tenants import TenantRegistry, keys_path
+from server.settings import ServerSettings
 
 TENANTS = '[tenants.acme]\ncollections = ["django*"]\n'
 
@@ -91,7 +93,7 @@ def test_keys_list_never_shows_keys_or_hashes(runner: CliRunner, tenants_file: P
     for result in (table, as_json):
         assert result.exit_code == 0, result.output
         assert payload["key_id"] in result.stdout
-        for secret in (payload["key"], stored["hash"], stored["salt"]):
+        for secret in (payload["key"], stored["hash"]):
             assert secret not in result.output
     rows = json.loads(as_json.stdout)
     assert rows[0]["tenant"] == "acme"
@@ -119,8 +121,8 @@ def test_keys_revoke_of_unknown_key_exits_2(runner: CliRunner, tenants_file: Pat
     assert "unknown key id" in result.stderr
 
 
-def _write_log(path: Path, count: int) -> None:
-    log = AuditLog(path)
+def _write_log(path: Path, count: int, key_dir: Path | None = None) -> None:
+    log = AuditLog(path, AuditKeys.load_or_create(key_dir or path.parent / "keys"))
     for i in range(count):
         log.append_sync(
             AuditEvent(
@@ -133,20 +135,24 @@ def _write_log(path: Path, count: int) -> None:
                 outcome="ok",
             )
         )
+    log.checkpoint()
 
 
 def test_audit_verify_reports_ok_and_the_record_count(runner: CliRunner, tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     _write_log(path, 3)
-    result = runner.invoke(audit_app, ["verify", str(path)])
+    result = runner.invoke(audit_app, ["verify", str(path), "--key-dir", str(tmp_path / "keys")])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("ok: 3 records")
+    assert "1 signed checkpoints, the latest covering record 3" in result.stdout
 
 
 def test_audit_verify_reads_the_log_path_from_the_environment(runner: CliRunner, tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     _write_log(path, 2)
-    result = runner.invoke(audit_app, ["verify"], env={"DOCGATE_AUDIT_LOG": str(path)})
+    result = runner.invoke(
+        audit_app, ["verify", "--key-dir", str(tmp_path / "keys")], env={"DOCGATE_AUDIT_LOG": str(path)}
+    )
     assert result.exit_code == 0, result.output
     assert "ok: 2 records" in result.stdout
 
@@ -157,19 +163,33 @@ def test_audit_verify_names_the_first_bad_line(runner: CliRunner, tmp_path: Path
     lines = path.read_bytes().splitlines(keepends=True)
     lines[1] = lines[1].replace(b'"tenant":"acme"', b'"tenant":"beta"')
     path.write_bytes(b"".join(lines))
-    result = runner.invoke(audit_app, ["verify", "--audit-log", str(path)])
+    result = runner.invoke(
+        audit_app, ["verify", "--audit-log", str(path), "--key-dir", str(tmp_path / "keys")]
+    )
     assert result.exit_code == 1
     assert "line 2" in result.stderr
     assert "edited" in result.stderr
 
 
 def test_audit_verify_of_a_missing_log_exits_2(runner: CliRunner, tmp_path: Path) -> None:
-    result = runner.invoke(audit_app, ["verify", str(tmp_path / "none.jsonl")])
+    _write_log(tmp_path / "other.jsonl", 1)
+    result = runner.invoke(
+        audit_app, ["verify", str(tmp_path / "none.jsonl"), "--key-dir", str(tmp_path / "keys")]
+    )
     assert result.exit_code == 2
     assert "no audit log at" in result.stderr
 
 
-def test_audit_verify_without_a_path_explains_how_to_give_one(runner: CliRunner) -> None:
+def test_audit_verify_without_a_path_checks_the_configured_log(runner: CliRunner, isolated_env: Path) -> None:
+    settings = ServerSettings.load(None)
+    _write_log(settings.audit_path, 2, settings.audit_key_dir)
     result = runner.invoke(audit_app, ["verify"])
+    assert result.exit_code == 0, result.output
+    assert "ok: 2 records" in result.stdout
+
+
+def test_audit_verify_without_keys_says_where_to_find_them(runner: CliRunner, tmp_path: Path) -> None:
+    _write_log(tmp_path / "audit.jsonl", 1)
+    result = runner.invoke(audit_app, ["verify", str(tmp_path / "audit.jsonl")])
     assert result.exit_code == 2
-    assert "DOCGATE_AUDIT_LOG" in result.stderr
+    assert "--key-dir" in result.stderr

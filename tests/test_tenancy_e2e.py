@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from indexer.build import BuildRequest, build_collection
 from indexer.embedding import Embedder
 from server.security.audit import verify
+from server.security.audit_keys import VerifyKeys
 from server.security.tenants import add_key, revoke_key
 from tests.conftest import settings_for
 from tests.mcp_harness import (
@@ -89,7 +90,7 @@ def deployment(two_collections: Path, tmp_path: Path) -> Iterator[dict[str, Any]
     }
     audit = tmp_path / "audit.jsonl"
     with http_server(data_dir, DOCGATE_TENANTS_FILE=str(tenants_file), DOCGATE_AUDIT_LOG=str(audit)) as url:
-        yield {"url": url, "keys": keys, "tenants_file": tenants_file, "audit": audit}
+        yield {"url": url, "keys": keys, "tenants_file": tenants_file, "audit": audit, "data_dir": data_dir}
 
 
 def run(body: Any) -> Any:
@@ -241,7 +242,8 @@ def test_every_call_is_audited_and_the_chain_verifies_after_200_concurrent_reque
     httpx.post(
         url, json={}, headers={"Content-Type": "application/json"}, timeout=10
     )  # an unauthenticated request
-    result = verify(audit)
+    audit_keys = VerifyKeys.load(deployment["data_dir"] / "server" / "audit-keys")
+    result = verify(audit, audit_keys)
     assert result.ok, result
     records = [json.loads(line) for line in audit.read_text(encoding="utf-8").splitlines()]
     calls = [r for r in records if r["tool"] in ("search", "fetch_chunk")]
@@ -256,7 +258,7 @@ def test_every_call_is_audited_and_the_chain_verifies_after_200_concurrent_reque
     lines = text.splitlines()
     lines[5] = re.sub(r'"latency_ms":[0-9.]+', '"latency_ms":1.0', lines[5])
     audit.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    assert verify(audit).first_bad_line == 6
+    assert verify(audit, audit_keys).first_bad_line == 6
 
 
 def test_ungranted_access_is_recorded_as_a_denial(deployment):

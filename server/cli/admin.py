@@ -14,6 +14,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from server.security.audit import verify
+from server.security.audit_keys import AuditKeyError, VerifyKeys
 from server.security.tenants import (
     TenantsFileError,
     UnknownKey,
@@ -22,6 +23,7 @@ from server.security.tenants import (
     list_keys,
     revoke_key,
 )
+from server.settings import ServerSettings
 
 keys_app = typer.Typer(help="Create, list and revoke API keys for tenants.", no_args_is_help=True)
 audit_app = typer.Typer(help="Check the audit log.", no_args_is_help=True)
@@ -131,29 +133,50 @@ def keys_revoke(
 
 @audit_app.command("verify")
 def audit_verify(
-    file: Annotated[Path | None, typer.Argument(help="Audit log to check (default: --audit-log).")] = None,
+    file: Annotated[
+        Path | None, typer.Argument(help="Audit log to check (default: the configured log).")
+    ] = None,
     audit_log: Annotated[
         Path | None,
         typer.Option(
             "--audit-log", envvar="DOCGATE_AUDIT_LOG", help="Audit log file (JSONL).", dir_okay=False
         ),
     ] = None,
+    key_dir: Annotated[
+        Path | None,
+        typer.Option("--key-dir", help="Directory with chain.key and signing.pub (default: configured)."),
+    ] = None,
+    public_key: Annotated[
+        Path | None, typer.Option("--public-key", help="Checkpoint signing public key (hex), if kept apart.")
+    ] = None,
+    checkpoints: Annotated[
+        list[Path] | None,
+        typer.Option("--checkpoints", help="More checkpoint files to check against (e.g. the sink's copy)."),
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML settings file.")] = None,
 ) -> None:
-    """Check every record's hash and chain link; exit 1 naming the first bad line."""
-    path = file or audit_log
-    if path is None:
-        _fail("no audit log given: pass FILE, --audit-log or set DOCGATE_AUDIT_LOG")
+    """Check the keyed chain, the checkpoint signatures and that the log reaches the latest
+    checkpoint; exit 1 naming the first problem."""
     try:
-        result = verify(path)
+        settings = ServerSettings.load(config)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc).splitlines()[0])
+    path = file or audit_log or settings.audit_path
+    try:
+        keys = VerifyKeys.load(key_dir or settings.audit_key_dir, public_key_file=public_key)
+    except AuditKeyError as exc:
+        _fail(f"{exc}; pass --key-dir (and --public-key) where the audit keys are kept")
+    try:
+        result = verify(path, keys, extra_checkpoints=checkpoints or [])
     except FileNotFoundError:
         _fail(f"no audit log at {path}")
     except OSError as exc:
         _fail(f"cannot read {path}: {exc}")
     if result.ok:
-        typer.echo(f"ok: {result.records} records (head {result.head_hash})")
+        typer.echo(
+            f"ok: {result.records} records (head {result.head_hash}); {result.checkpoints} signed "
+            f"checkpoints, the latest covering record {result.anchored}"
+        )
         return
-    _fail(
-        f"{path}: line {result.first_bad_line}: {result.reason} "
-        f"({result.records} records verified before it)",
-        code=1,
-    )
+    where = f"line {result.first_bad_line}: " if result.first_bad_line else ""
+    _fail(f"{path}: {where}{result.reason} ({result.records} records verified before it)", code=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
+import anyio.to_thread
 import httpx
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.message import ServerMessageMetadata
@@ -29,7 +30,7 @@ from server.retrieval.catalog import Catalog
 from server.retrieval.cursors import load_secret
 from server.retrieval.service import Access, CollectionList, DocService, FetchResult, SearchResult
 from server.security import guards
-from server.security.audit import AuditLog
+from server.security.audit import AuditLog, open_audit_log
 from server.security.limits import RateLimiter, TokenBudget
 from server.security.tenants import TenantRegistry
 from server.settings import ServerSettings
@@ -94,6 +95,7 @@ class Runtime:
         seconds, and a restart must not hand out what was already spent), then release the shared
         HTTP client of the answer backends."""
         self.budget.close()
+        await anyio.to_thread.run_sync(self.audit.close)  # a signed checkpoint of the final head
         await self.http_client.aclose()
 
 
@@ -104,7 +106,11 @@ def build_runtime(settings: ServerSettings) -> Runtime:
     )
     secret = load_secret(settings.data_dir / "server" / "cursor.key")
     service = DocService(settings, catalog, embedder, secret)
-    registry = TenantRegistry(settings.auth.tenants_file)
+    registry = TenantRegistry(
+        settings.auth.tenants_file,
+        secret_file=settings.auth.key_secret_file,
+        auth_failures_per_minute=settings.auth.auth_failures_per_minute,
+    )
     # One client for every remote model call: connection reuse; timeouts are set per request.
     http_client = httpx.AsyncClient(follow_redirects=False)
     answerer = Answerer(
@@ -120,7 +126,7 @@ def build_runtime(settings: ServerSettings) -> Runtime:
         catalog=catalog,
         service=service,
         registry=registry,
-        audit=AuditLog(settings.audit_path),
+        audit=open_audit_log(settings),
         limiter=RateLimiter(),
         budget=TokenBudget(settings.data_dir / "server" / "token-usage.json"),
         http_client=http_client,

@@ -1,9 +1,15 @@
-"""Hash-chained, append-only JSONL audit log, and its verifier.
+"""Keyed, hash-chained, append-only JSONL audit log, anchored by signed checkpoints; its verifier.
 
 One line per tool call and per denied request. Each record carries `seq` (its 1-based line
 number), `prev_hash` (the previous record's `hash`; 64 zeros for the first) and `hash`, the
-SHA-256 of the record's canonical JSON without `hash`. Editing, removing, inserting or
-reordering lines therefore breaks the chain at a line `verify` can name.
+HMAC-SHA-256 under the chain key (`server.security.audit_keys`, kept outside the log) of the
+record's canonical JSON without `hash`. Editing, removing, inserting or reordering lines breaks
+the chain at a line `verify` can name, and without the key nobody can re-hash or re-chain them.
+
+Every `checkpoint_every` records, every `checkpoint_interval_s` and at shutdown the writer signs a
+checkpoint (seq, head hash, time; Ed25519) into ``<log>.checkpoints.jsonl`` and optionally posts it
+to an external sink. `verify` requires the log to reach the latest checkpoint with the signed
+hash there, so cutting the tail, emptying the log or swapping it for another is caught too.
 
 Records hold no secrets and no raw user text: tool arguments appear only as a SHA-256 digest
 (`args_digest`), so a query is never written down.
@@ -17,9 +23,11 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import hmac
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +38,16 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from indexer.generations import fsync_dir
+from server.security.audit_keys import AuditKeys, VerifyKeys
+from server.security.checkpoints import (
+    Checkpoint,
+    HttpSink,
+    append_checkpoint,
+    checkpoint_ok,
+    make_checkpoint,
+    read_checkpoints,
+)
+from server.settings import ServerSettings
 
 log = structlog.get_logger()
 
@@ -85,10 +103,9 @@ class VerifyResult(BaseModel):
     records: int = Field(description="Records that verified before the first bad line (all of them when ok).")
     first_bad_line: int | None = None
     reason: str | None = None
-    head_hash: str = Field(
-        default=GENESIS_HASH,
-        description="Hash of the last good record; keep it elsewhere to detect a rewritten tail later.",
-    )
+    head_hash: str = Field(default=GENESIS_HASH, description="Hash of the last good record.")
+    checkpoints: int = Field(default=0, description="Signed checkpoints that verified.")
+    anchored: int = Field(default=0, description="Records covered by the latest signed checkpoint.")
 
 
 def _utcnow() -> datetime:
@@ -99,8 +116,13 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _record_hash(record: Mapping[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(record)).hexdigest()
+def _record_hash(chain_key: bytes, record: Mapping[str, Any]) -> str:
+    return hmac.new(chain_key, canonical_json(record), hashlib.sha256).hexdigest()
+
+
+def checkpoints_path_for(log_path: Path) -> Path:
+    """``audit.jsonl`` → ``audit.checkpoints.jsonl`` beside it."""
+    return log_path.with_name(f"{log_path.stem}.checkpoints.jsonl")
 
 
 def _last_line(fd: int, size: int) -> bytes:
@@ -136,22 +158,45 @@ def _chain_tail(fd: int, size: int, path: Path) -> tuple[int, str]:
 
 
 class AuditLog:
-    """Appends chained records to one JSONL file."""
+    """Appends chained records to one JSONL file and anchors them with signed checkpoints."""
 
-    def __init__(self, path: Path, *, now: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(
+        self,
+        path: Path,
+        keys: AuditKeys,
+        *,
+        checkpoints_path: Path | None = None,
+        checkpoint_every: int = 100,
+        checkpoint_interval_s: float = 300.0,
+        sink: HttpSink | None = None,
+        now: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.path = path
+        self.keys = keys
+        self.checkpoints_path = checkpoints_path or checkpoints_path_for(path)
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.sink = sink
         self._now = now
+        self._clock = clock
+        self._last_checkpoint_at = clock()
+        self._last_checkpoint_seq = -1
         # flock already serialises threads (each append opens its own file description); the
         # in-process lock just spares threads a trip through the kernel's lock queue.
         self._lock = threading.Lock()
 
+    def _open_locked(self) -> int:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd
+
     def append_sync(self, event: AuditEvent) -> dict[str, Any]:
         """Write one record and return it (with seq, time, prev_hash and hash). Blocks on fsync."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = self._open_locked()
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
                 size = os.fstat(fd).st_size
                 seq, prev_hash = _chain_tail(fd, size, self.path)
                 record: dict[str, Any] = {
@@ -160,7 +205,7 @@ class AuditLog:
                     **event.model_dump(mode="json"),
                     "prev_hash": prev_hash,
                 }
-                record["hash"] = _record_hash(record)
+                record["hash"] = _record_hash(self.keys.chain_key, record)
                 line = canonical_json(record) + b"\n"
                 # One write on an O_APPEND descriptor under the lock: the line lands whole at the end.
                 written = os.write(fd, line)
@@ -169,6 +214,11 @@ class AuditLog:
                 os.fsync(fd)
                 if size == 0:
                     fsync_dir(self.path.parent)  # make the new file's directory entry durable
+                due = record["seq"] % self.checkpoint_every == 0 or (
+                    self._clock() - self._last_checkpoint_at >= self.checkpoint_interval_s
+                )
+                if due:
+                    self._checkpoint_locked(record["seq"], record["hash"])
             finally:
                 os.close(fd)  # also releases the flock
         return record
@@ -177,18 +227,116 @@ class AuditLog:
         """`append_sync` on a worker thread, so the event loop never waits on fsync."""
         return await anyio.to_thread.run_sync(self.append_sync, event)
 
+    def checkpoint(self) -> Checkpoint | None:
+        """Sign the current head now (at start-up and shutdown); None when it is already signed."""
+        with self._lock:
+            fd = self._open_locked()
+            try:
+                seq, head = _chain_tail(fd, os.fstat(fd).st_size, self.path)
+                if seq == self._last_checkpoint_seq:
+                    return None
+                return self._checkpoint_locked(seq, head)
+            finally:
+                os.close(fd)
 
-def verify(path: Path) -> VerifyResult:
-    """Check every line's hash, seq and prev_hash; report the first line that breaks the chain.
+    def _checkpoint_locked(self, seq: int, head_hash: str) -> Checkpoint:
+        checkpoint = make_checkpoint(self.keys, seq, head_hash, self._now())
+        append_checkpoint(self.checkpoints_path, checkpoint)
+        self._last_checkpoint_seq = seq
+        self._last_checkpoint_at = self._clock()
+        if self.sink is not None:
+            self.sink.send(checkpoint)
+        return checkpoint
 
+    def close(self) -> None:
+        """Checkpoint the head and release the sink (the server calls this at shutdown)."""
+        try:
+            self.checkpoint()
+        finally:
+            if self.sink is not None:
+                self.sink.close()
+
+
+def verify(
+    path: Path,
+    keys: VerifyKeys,
+    *,
+    checkpoints_path: Path | None = None,
+    extra_checkpoints: list[Path] | None = None,
+) -> VerifyResult:
+    """Check every line's keyed hash, seq and prev_hash, every checkpoint's signature, and that
+    the log reaches the latest checkpoint with the hash it signed.
+
+    `extra_checkpoints`: copies kept elsewhere (an external sink's), checked the same way; they
+    catch a log rolled back together with its local checkpoints file.
     Raises FileNotFoundError when there is no log at `path`.
     """
-    prev_hash = GENESIS_HASH
-    count = 0
+    chain = _verify_chain(path, keys.chain_key)
+    if not chain.result.ok:
+        return chain.result
+    result = chain.result
+    files = [checkpoints_path or checkpoints_path_for(path), *(extra_checkpoints or [])]
+    signed: list[Checkpoint] = []
+    for file in files:
+        found, problem = read_checkpoints(file)
+        if problem is not None:
+            return result.model_copy(update={"ok": False, "reason": problem})
+        for checkpoint in found:
+            if not checkpoint_ok(keys, checkpoint):
+                return result.model_copy(
+                    update={
+                        "ok": False,
+                        "reason": f"checkpoint for record {checkpoint.seq} in {file}: bad signature",
+                    }
+                )
+        signed += found
+    if not signed:
+        if result.records == 0 and not any(f.exists() for f in files):
+            return result  # a log nothing has been written to yet
+        return result.model_copy(
+            update={
+                "ok": False,
+                "reason": "no signed checkpoint anchors this log: the checkpoints file is missing",
+            }
+        )
+    for checkpoint in signed:
+        if checkpoint.seq > result.records:
+            return result.model_copy(
+                update={
+                    "ok": False,
+                    "first_bad_line": result.records + 1,
+                    "reason": f"the log ends at record {result.records} but a signed checkpoint covers "
+                    f"{checkpoint.seq}: records were cut from the end (or the log was emptied or replaced)",
+                }
+            )
+        expected = chain.hashes[checkpoint.seq - 1] if checkpoint.seq else GENESIS_HASH
+        if expected != checkpoint.head_hash:
+            return result.model_copy(
+                update={
+                    "ok": False,
+                    "first_bad_line": checkpoint.seq or None,
+                    "reason": f"record {checkpoint.seq} differs from the one its signed checkpoint names: "
+                    "the log was replaced or rewritten",
+                }
+            )
+    return result.model_copy(update={"checkpoints": len(signed), "anchored": max(c.seq for c in signed)})
 
-    def bad(line_no: int, reason: str) -> VerifyResult:
-        return VerifyResult(
-            ok=False, records=count, first_bad_line=line_no, reason=reason, head_hash=prev_hash
+
+class _Chain(BaseModel):
+    result: VerifyResult
+    hashes: list[str]
+
+
+def _verify_chain(path: Path, chain_key: bytes) -> _Chain:
+    prev_hash = GENESIS_HASH
+    hashes: list[str] = []
+
+    def bad(line_no: int, reason: str) -> _Chain:
+        return _Chain(
+            result=VerifyResult(
+                ok=False, records=len(hashes), first_bad_line=line_no, reason=reason, head_hash=prev_hash
+            ),
+            hashes=hashes,
         )
 
     with path.open("rb") as handle:
@@ -208,8 +356,9 @@ def verify(path: Path) -> VerifyResult:
                 body = canonical_json(record)
             except ValueError:
                 return bad(line_no, "record holds values outside canonical JSON")
-            if hashlib.sha256(body).hexdigest() != claimed:
-                return bad(line_no, "hash mismatch: the record was edited")
+            expected = hmac.new(chain_key, body, hashlib.sha256).hexdigest()
+            if not hmac.compare_digest(expected, claimed):
+                return bad(line_no, "hash mismatch: the record was edited or written without the chain key")
             if raw[:-1] != canonical_json({**record, "hash": claimed}):
                 return bad(line_no, "record is not in canonical form: the line was re-encoded or edited")
             seq = record.get("seq")
@@ -222,5 +371,24 @@ def verify(path: Path) -> VerifyResult:
                     line_no, "prev_hash does not match the previous record's hash: the chain is broken"
                 )
             prev_hash = claimed
-            count += 1
-    return VerifyResult(ok=True, records=count, head_hash=prev_hash)
+            hashes.append(claimed)
+    return _Chain(result=VerifyResult(ok=True, records=len(hashes), head_hash=prev_hash), hashes=hashes)
+
+
+def open_audit_log(settings: ServerSettings) -> AuditLog:
+    """The server's audit log, its keys (created on first start) and an opening checkpoint."""
+    audit = settings.audit
+    sink = HttpSink(audit.sink_url) if audit.sink_url else None
+    log_ = AuditLog(
+        settings.audit_path,
+        AuditKeys.load_or_create(settings.audit_key_dir),
+        checkpoint_every=audit.checkpoint_every,
+        checkpoint_interval_s=audit.checkpoint_interval_s,
+        sink=sink,
+    )
+    try:
+        # Anchors a fresh log at once, so a log whose checkpoints file went missing is noticed.
+        log_.checkpoint()
+    except AuditLogCorruptError as exc:
+        log.error("audit_checkpoint_failed", error=str(exc))
+    return log_

@@ -286,7 +286,7 @@ def _write_keys(tenants_file: Path, records: Iterable[KeyRecord], tenant_ids: di
     """Replace the keys file atomically: temp file, fsync, rename, fsync the directory."""
     path = keys_path(tenants_file)
     payload = _KeysFile(keys=list(records), tenant_ids=dict(sorted(tenant_ids.items())))
-    text = payload.model_dump_json(indent=2) + "\n"
+    text = payload.model_dump_json(indent=2, exclude_none=True) + "\n"
     # mkstemp creates the file 0600: hashes only, but still nobody else's business.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
