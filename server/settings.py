@@ -174,7 +174,7 @@ class AuthSettings(BaseModel):
     auth_failures_per_minute: int = Field(
         default=30,
         ge=1,
-        le=10_000,
+        le=10_000_000,
         description="Failed key checks allowed per client address and per key id.",
     )
 

@@ -311,6 +311,7 @@ def create_mcp_server(
 
         return await gateway.call_async("grounded_answer", arguments, core)
 
+    gateway.use_tool_schemas(mcp.list_tools)
     return mcp, gateway
 
 

@@ -18,7 +18,9 @@ import anyio.to_thread
 import structlog
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import BaseModel
+from mcp.shared.exceptions import MCPError
+from mcp.types import CallToolResult, TextContent
+from pydantic import BaseModel, ValidationError
 
 from server.errors import BudgetExhausted, RateLimited, ServiceError
 from server.observability import otel
@@ -27,9 +29,12 @@ from server.security.audit import AuditEvent, AuditLog, args_digest
 from server.security.guards import InvalidArgument
 from server.security.limits import RateLimiter, TokenBudget
 from server.security.tenants import Principal, TenantRegistry, UnknownTenant
+from server.security.validation import check_arguments
 
 log = structlog.get_logger()
 T = TypeVar("T", bound=BaseModel)
+UNKNOWN_TOOL = "unknown"  # what the audit log and traces record for a name no tool has
+INVALID_PARAMS = -32602  # JSON-RPC
 
 # Set per tools/call by `AuditEveryCall`; the gateway marks it once it wrote the call's record.
 _audit_marker: ContextVar[dict[str, bool] | None] = ContextVar("docgate_audit_marker", default=None)
@@ -69,6 +74,24 @@ class Gateway:
         self.budget = budget
         self.transport = transport
         self.stdio_tenant = stdio_tenant
+        self._list_tools: Callable[[], Awaitable[list[Any]]] | None = None
+        self._schemas: dict[str, dict[str, Any]] | None = None
+
+    def use_tool_schemas(self, list_tools: Callable[[], Awaitable[list[Any]]]) -> None:
+        """Where the published tools come from (`MCPServer.list_tools`): their names are the only
+        ones ever logged, and their input schemas are enforced strictly before any handler runs."""
+        self._list_tools = list_tools
+        self._schemas = None
+
+    async def tool_schemas(self) -> dict[str, dict[str, Any]]:
+        if self._schemas is None:
+            tools = await self._list_tools() if self._list_tools is not None else []
+            self._schemas = {tool.name: dict(tool.input_schema) for tool in tools}
+        return self._schemas
+
+    async def known_tool(self, name: object) -> str:
+        """The tool name fit for a log: a published tool's name, else `unknown` (never client text)."""
+        return name if isinstance(name, str) and name in await self.tool_schemas() else UNKNOWN_TOOL
 
     def principal(self) -> Principal:
         """Who is calling. Never derived from tool arguments."""
@@ -225,10 +248,10 @@ class Gateway:
         )
 
     async def audit_rejected_call(self, params: Any, error_code: str) -> None:
-        """A tools/call the SDK refused before our handler ran (unknown tool, arguments off-schema)."""
+        """A tools/call refused before our handler ran (unknown tool, arguments off-schema)."""
         principal = self.principal()
         params = params if isinstance(params, dict) else {}
-        tool = params.get("name")
+        tool = await self.known_tool(params.get("name"))
         arguments = params.get("arguments")
         await self.audit.append(
             AuditEvent(
@@ -236,7 +259,7 @@ class Gateway:
                 tenant=principal.tenant,
                 key_id=principal.key_id,
                 transport=principal.transport,
-                tool=tool[:64] if isinstance(tool, str) and tool else "-",
+                tool=tool,
                 args_sha256=args_digest(
                     arguments if isinstance(arguments, dict) else {"raw": repr(arguments)[:10_000]}
                 ),
@@ -250,7 +273,8 @@ class Gateway:
 
 
 class AuditEveryCall:
-    """MCP middleware: a tools/call that never reached a handler still leaves an audit record."""
+    """MCP middleware: checks tools/call arguments strictly against the tool's schema, and makes
+    sure a call that never reached a handler still leaves an audit record."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -258,19 +282,44 @@ class AuditEveryCall:
     async def __call__(self, ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
         if ctx.method != "tools/call":
             return await call_next(ctx)
+        refusal = await self._refusal(ctx.params)
+        if refusal is not None:
+            code, message = refusal
+            await self.gateway.audit_rejected_call(ctx.params, code)
+            return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
         marker = {"audited": False}
         token = _audit_marker.set(marker)
         try:
             result = await call_next(ctx)
-        except Exception:
+        except Exception as error:
             if not marker["audited"]:
                 await self.gateway.audit_rejected_call(ctx.params, "invalid_request")
+            if isinstance(error, ValidationError):
+                # The SDK's report of a malformed request quotes the input: answer in one line instead.
+                raise MCPError(
+                    INVALID_PARAMS, "invalid tools/call request: expected a tool name and arguments"
+                ) from None
             raise
         finally:
             _audit_marker.reset(token)
         if not marker["audited"]:
             await self.gateway.audit_rejected_call(ctx.params, "invalid_arguments")
         return result
+
+    async def _refusal(self, params: Any) -> tuple[str, str] | None:
+        """(error code, one-line message) for a call to refuse before the SDK coerces anything."""
+        if not isinstance(params, dict) or not isinstance(params.get("name"), str):
+            return None  # malformed request: the SDK answers it (and we audit it above)
+        schemas = await self.gateway.tool_schemas()
+        schema = schemas.get(params["name"])
+        if schema is None:
+            return "unknown_tool", "unknown tool; tools/list shows the tools this server offers"
+        arguments = params.get("arguments")
+        try:
+            check_arguments(params["name"], schema, {} if arguments is None else arguments)
+        except InvalidArgument as error:
+            return "invalid_argument", str(error)
+        return None
 
 
 def _trace(bound: Any, event: dict[str, Any], **fields: Any) -> None:

@@ -17,6 +17,7 @@ import uuid
 from contextvars import ContextVar
 from typing import Any
 
+import anyio
 import structlog
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
@@ -30,10 +31,14 @@ from server.security.tenants import Principal, TenantRegistry, UnknownTenant
 
 log = structlog.get_logger()
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+TARPIT_S = 1.0
+TARPIT_MAX_WAITERS = 1024
 
 # The bearer and principal `EdgeGuard` established for this request, so the SDK's verifier
 # (which runs further in, in the same task) does not check the key a second time.
-_edge_principal: ContextVar[tuple[str, Principal] | None] = ContextVar("docgate_edge_principal", default=None)
+_edge_principal: ContextVar[tuple[str, Principal | None] | None] = ContextVar(
+    "docgate_edge_principal", default=None
+)
 
 
 class KeyVerifier:
@@ -45,7 +50,7 @@ class KeyVerifier:
     async def verify_token(self, token: str) -> AccessToken | None:
         known = _edge_principal.get()
         if known is not None and known[0] == token:
-            principal: Principal | None = known[1]
+            principal = known[1]  # already checked (and, when it failed, counted) at the edge
         else:
             principal = (await self._registry.authenticate_async(token)).principal
         if principal is None:
@@ -73,6 +78,7 @@ class EdgeGuard:
         self.runtime = runtime
         self.path = path
         self.hosts = hosts
+        self._tarpitted = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -100,6 +106,7 @@ class EdgeGuard:
             bearer = authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
             result = await registry.authenticate_async(bearer, _client_address(scope)) if bearer else None
             if result is not None and result.retry_after_s is not None:
+                await self._tarpit(result.retry_after_s)
                 await self._deny(scope, "-", None, "auth_throttled", 429)
                 await _respond(
                     send,
@@ -112,9 +119,9 @@ class EdgeGuard:
                 )
                 return
             principal = result.principal if result is not None else None
+            _edge_principal.set((bearer, principal))
             if principal is not None:
                 tenant_name, key_id = principal.tenant, principal.key_id
-                _edge_principal.set((bearer, principal))
             else:
                 tenant_name = "-"
         # Every method counts: a GET opens a long-lived stream, which costs as much as a call.
@@ -154,6 +161,18 @@ class EdgeGuard:
                 else "bad_request"
             )
             await self._deny(scope, tenant_name, key_id, reason, code)
+
+    async def _tarpit(self, retry_after_s: float) -> None:
+        """Hold a throttled caller's answer for up to a second (no CPU, just a timer): a client that
+        retries back to back then costs the server a request a second per connection, not hundreds.
+        Bounded, so a huge number of throttled connections cannot pin unbounded waiters."""
+        if self._tarpitted >= TARPIT_MAX_WAITERS:
+            return
+        self._tarpitted += 1
+        try:
+            await anyio.sleep(min(TARPIT_S, retry_after_s))
+        finally:
+            self._tarpitted -= 1
 
     def _closing_runtime(self, send: Send) -> Send:
         """Pass lifespan messages on; once the app has shut down, close the runtime before the
