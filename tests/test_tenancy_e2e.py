@@ -403,10 +403,12 @@ def test_stdio_tenant_comes_from_the_operator_never_from_arguments(two_collectio
         ) as acme:
             listing = await call(acme, "list_collections")
             assert [c["name"] for c in listing["collections"]] == ["lumen"]
-            # An argument naming another tenant changes nothing (it is not part of any tool's input).
+            # An argument naming another tenant is refused: it is not part of any tool's input.
             result = await acme.call_tool(
                 "search", {"query": "passphrase", "tenant": "both", "collections": ["handbook"]}
             )
+            assert result.is_error and "unknown argument" in result.content[0].text  # type: ignore[union-attr]
+            result = await acme.call_tool("search", {"query": "passphrase", "collections": ["handbook"]})
             assert result.is_error and "unknown collection" in result.content[0].text  # type: ignore[union-attr]
         async with stdio_session(
             data_dir, "--tenant", "slow", DOCGATE_TENANTS_FILE=str(tenants_file)

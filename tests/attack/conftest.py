@@ -58,9 +58,8 @@ def deployed(root: Path, lumen_data_dir: Path, *, tenants: str = TENANTS, **env:
     names = [line[len("[tenants.") : -1] for line in tenants.splitlines() if line.startswith("[tenants.")]
     keys = {name: add_key(tenants_file, name)[1] for name in names}
     audit = root / "audit.jsonl"
-    with http_server(
-        data_dir, DOCGATE_TENANTS_FILE=str(tenants_file), DOCGATE_AUDIT_LOG=str(audit), **env
-    ) as url:
+    server_env = {"DOCGATE_TENANTS_FILE": str(tenants_file), "DOCGATE_AUDIT_LOG": str(audit), **env}
+    with http_server(data_dir, **server_env) as url:
         yield Deployment(url=url, data_dir=data_dir, tenants_file=tenants_file, audit=audit, keys=keys)
 
 
