@@ -59,7 +59,7 @@ def deployed(root: Path, lumen_data_dir: Path, *, tenants: str = TENANTS, **env:
     keys = {name: add_key(tenants_file, name)[1] for name in names}
     audit = root / "audit.jsonl"
     server_env = {"DOCGATE_TENANTS_FILE": str(tenants_file), "DOCGATE_AUDIT_LOG": str(audit), **env}
-    with http_server(data_dir, **server_env) as url:
+    with http_server(data_dir, **server_env) as url:  # type: ignore[arg-type]  # no "args" key here
         yield Deployment(url=url, data_dir=data_dir, tenants_file=tenants_file, audit=audit, keys=keys)
 
 
