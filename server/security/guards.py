@@ -48,17 +48,13 @@ def _invalid(argument: str, problem: str) -> InvalidArgument:
     return InvalidArgument(f"{argument}: {problem}", argument=argument)
 
 
-def _describe(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def _require_int(name: str, value: object, low: int, high: int) -> int:
-    # bool is an int subclass; `k=true` is a client bug, not k=1.
+    # bool is an int subclass; `k=true` is a client bug, not k=1. Messages never repeat the value:
+    # the caller has it, and an echo is how input ends up in places it should not.
     if type(value) is not int:
-        raise _invalid(name, f"must be an integer from {low} to {high}, got {_describe(value)}")
+        raise _invalid(name, f"must be an integer from {low} to {high}, got {type(value).__name__}")
     if not low <= value <= high:
-        raise _invalid(name, f"must be from {low} to {high}, got {value}")
+        raise _invalid(name, f"must be an integer from {low} to {high}")
     return value
 
 
@@ -122,11 +118,11 @@ def validate_collections(collections: object) -> list[str] | None:
             f"has {len(collections)} entries; the limit is {COLLECTIONS_MAX}. Omit it to search all",
         )
     names: list[str] = []
-    for item in collections:
+    for position, item in enumerate(collections, start=1):
         if not isinstance(item, str) or not COLLECTION_RE.fullmatch(item):
             raise _invalid(
                 "collections",
-                f"entry {_describe(item)} is not a collection name (letters, digits, '.', '_', '-'; "
+                f"entry {position} is not a collection name (letters, digits, '.', '_', '-'; "
                 "starts with a letter or digit; at most 64 characters). `list_collections` shows valid names",
             )
         if item not in names:
@@ -139,8 +135,7 @@ def validate_version(version: object) -> str:
     if not VERSION_RE.fullmatch(text):
         raise _invalid(
             "version",
-            f"{_describe(text)} is not a version label (letters, digits, '.', '_', '+', '-'; "
-            "at most 64 characters), e.g. '5.1'",
+            "is not a version label (letters, digits, '.', '_', '+', '-'; at most 64 characters), e.g. '5.1'",
         )
     return text
 
@@ -150,7 +145,7 @@ def validate_chunk_id(chunk_id: object) -> str:
     if not CHUNK_ID_RE.fullmatch(text):
         raise _invalid(
             "chunk_id",
-            f"{_describe(text)} is not a chunk ID (32 lowercase hex characters, as returned by search)",
+            "is not a chunk ID (32 lowercase hex characters, as returned by search)",
         )
     return text
 
