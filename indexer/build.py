@@ -39,7 +39,7 @@ from indexer.lexical import LexicalIndex, write_index
 from indexer.models import Chunk, Document, RawDocument
 from indexer.parsing import PARSER_VERSION, parse_document
 from indexer.settings import IndexerSettings
-from indexer.sources import walk_folder
+from indexer.sources import SkippedFile, walk_folder
 from indexer.stores import create_vectors, open_vectors
 from indexer.vectors import VectorStore, qdrant_client_for, switch_alias
 
@@ -129,6 +129,9 @@ class BuildSummary(BaseModel):
     documents_reused: int
     documents_removed: int
     documents_skipped: int
+    skipped_files: list[SkippedFile] = Field(
+        default_factory=list, description="Every file seen but not indexed, with the reason."
+    )
     chunks_embedded: int
     chunks_reused: int
     seconds: float
@@ -283,6 +286,7 @@ class _Gathered:
     parsed: int = 0
     reused: int = 0
     skipped: int = 0
+    skipped_files: list[SkippedFile] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     crawl: CrawlReport | None = None
 
@@ -352,6 +356,7 @@ def _add_parsed(run: _Run, raw: RawDocument, got: _Gathered, validators: Validat
     parsed = _parse_and_chunk(run, raw)
     if parsed is None:
         got.skipped += 1
+        got.skipped_files.append(SkippedFile(path=raw.path, reason="unsupported format or no text"))
         return
     document, chunks = parsed
     got.parsed += 1
@@ -368,23 +373,30 @@ def _add_parsed(run: _Run, raw: RawDocument, got: _Gathered, validators: Validat
 def _folder_gatherer(
     request: BuildRequest, documents: Callable[[], Iterable[RawDocument]] | None
 ) -> Gatherer:
+    too_large: list[SkippedFile] = []
     if documents is None:
         root = request.source
         if root is None or not root.exists():
             raise SourceError(f"source path {root} does not exist")
-        documents = functools.partial(walk_folder, root, request.include, request.exclude)
+        documents = functools.partial(walk_folder, root, request.include, request.exclude, too_large)
     source_docs = documents
 
     def gather(run: _Run) -> _Gathered:
         run.progress.stage("reading documents", None)
-        return _gather_files(run, list(source_docs()))
+        too_large.clear()
+        raws = list(source_docs())
+        return _gather_files(run, raws, too_large)
 
     return gather
 
 
-def _gather_files(run: _Run, raws: list[RawDocument]) -> _Gathered:
+def _gather_files(
+    run: _Run, raws: list[RawDocument], too_large: list[SkippedFile] | None = None
+) -> _Gathered:
     run.progress.stage("parsing documents", len(raws))
     got = _Gathered()
+    got.skipped_files.extend(too_large or [])
+    got.skipped += len(too_large or [])
     for raw in raws:
         old = run.old_docs.get(raw.path)
         kept = _kept_chunks(run, raw.path, old) if old and old.content_hash == raw.content_hash else None
@@ -601,6 +613,7 @@ def _summary(
         documents_reused=got.reused,
         documents_removed=len(got.removed),
         documents_skipped=got.skipped,
+        skipped_files=got.skipped_files,
         chunks_embedded=embedded,
         chunks_reused=reused_vectors,
         seconds=round(seconds, 3),

@@ -194,6 +194,7 @@ def _print_summary(summary: BuildSummary) -> None:
         _print_crawl(summary.crawl)
     if summary.status == "unchanged":
         stderr.print(f"{summary.collection}: no changes; generation {summary.generation} stays published")
+        _print_skipped(summary)
         return
     stderr.print(
         f"{summary.collection}: published generation {summary.generation} — {summary.documents} documents, "
@@ -201,6 +202,12 @@ def _print_summary(summary: BuildSummary) -> None:
         f"{summary.documents_removed} documents removed, {summary.documents_skipped} files skipped) "
         f"in {summary.seconds:.1f}s, {summary.embeddings_per_second:.0f} embeddings/s"
     )
+    _print_skipped(summary)
+
+
+def _print_skipped(summary: BuildSummary) -> None:
+    for skipped in summary.skipped_files:  # every one: a silently missing page is worse than a long list
+        stderr.print(f"  skipped {skipped.path}: {skipped.reason}", markup=False, highlight=False)
 
 
 def _print_crawl(report: CrawlReport) -> None:

@@ -246,19 +246,26 @@ def collect_garbage(collections_dir: Path, name: str, keep_previous: int = 1) ->
 
 @contextlib.contextmanager
 def build_lock(collections_dir: Path, name: str) -> Iterator[None]:
-    """One build per collection at a time; the OS drops the lock if the builder dies."""
+    """One build (or drop) per collection at a time; the OS drops the lock if the builder dies.
+
+    A collection directory this lock created is removed again when nothing was published in it
+    (a failed first build), so no empty collection or stray lock is left behind.
+    """
     root = collection_dir(collections_dir, name)
+    created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     with (root / ".lock").open("a+") as handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as error:
             raise BuildLocked(
-                f"another build of collection {name!r} is running; wait for it to finish"
+                f"another build or drop of collection {name!r} is running; wait for it to finish"
             ) from error
         try:
             yield
         finally:
+            if created and not (root / "CURRENT").exists():
+                shutil.rmtree(root, ignore_errors=True)
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
@@ -277,10 +284,13 @@ def drop_collection(collections_dir: Path, name: str) -> None:
     root = collection_dir(collections_dir, name)
     if not (root / "CURRENT").is_file():
         raise CollectionNotFound(f"collection {name!r} does not exist")
-    # Unpublish first (atomic), then delete: a reader never sees a half-deleted generation as current.
-    (root / "CURRENT").unlink()
-    fsync_dir(root)
-    shutil.rmtree(root, ignore_errors=True)
+    # Under the build lock: a running build would otherwise lose its directory mid-write (BuildLocked,
+    # exit 7, tells the operator to wait).
+    with build_lock(collections_dir, name):
+        # Unpublish first (atomic), then delete: a reader never sees a half-deleted generation as current.
+        (root / "CURRENT").unlink()
+        fsync_dir(root)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def now() -> datetime:

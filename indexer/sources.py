@@ -7,6 +7,8 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from indexer.errors import SourceError
 from indexer.models import RawDocument
 
@@ -17,23 +19,41 @@ SKIPPED_DIRS = frozenset(
 MAX_FILE_BYTES = 20 * 1024 * 1024
 
 
+class SkippedFile(BaseModel):
+    """A file the build saw but did not index, and why (reported, never dropped silently)."""
+
+    path: str
+    reason: str
+
+
+def _too_large(size: int) -> str:
+    return f"{size} bytes, over the {MAX_FILE_BYTES // (1024 * 1024)} MiB limit per file"
+
+
 def _matches(path: str, patterns: Sequence[str]) -> bool:
     name = path.rsplit("/", 1)[-1]
     return any(fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 def walk_folder(
-    root: Path, include: Sequence[str] = (), exclude: Sequence[str] = ()
+    root: Path,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    skipped: list[SkippedFile] | None = None,
 ) -> Iterator[RawDocument]:
     """Every regular file under `root` passing the globs, in a stable order, with source-relative paths.
 
     `include`/`exclude` are globs matched against the relative POSIX path and the file name
     (`faq/*`, `*.html`, `**/internal/*`). Symlinks are not followed, so a link cannot pull files
-    from outside the source into the index.
+    from outside the source into the index. Files over MAX_FILE_BYTES are not read: each is
+    appended to `skipped` with the reason; a single oversized file given as the source is an error.
     """
     if not root.exists():
         raise SourceError(f"source path {root} does not exist")
     if root.is_file():
+        size = root.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise SourceError(f"source file {root} is {_too_large(size)}; split it or leave it out")
         yield _read(root, root.name)
         return
     if not root.is_dir():
@@ -51,7 +71,10 @@ def walk_folder(
                 continue
             if exclude and _matches(relative, exclude):
                 continue
-            if full.stat().st_size > MAX_FILE_BYTES:
+            size = full.stat().st_size
+            if size > MAX_FILE_BYTES:
+                if skipped is not None:
+                    skipped.append(SkippedFile(path=relative, reason=_too_large(size)))
                 continue
             yield _read(full, relative)
 

@@ -1,0 +1,82 @@
+"""Review items on the indexer: drop against a running build, leftovers of a failed build, and
+files too large to index, which must be named rather than dropped silently."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from indexer import generations as gens
+from indexer.settings import IndexerSettings
+from indexer.sources import MAX_FILE_BYTES
+
+
+def index_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "indexer.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ.copy(),
+    )
+
+
+def _folder(root: Path, *, oversized: int = 0) -> Path:
+    root.mkdir()
+    (root / "index.md").write_text(
+        "# Lumen\n\nThe orchid theme ships with every install.\n", encoding="utf-8"
+    )
+    for n in range(oversized):
+        with (root / f"dump-{n}.md").open("wb") as handle:
+            handle.truncate(MAX_FILE_BYTES + 1)  # sparse: costs no disk
+    return root
+
+
+def test_drop_while_a_build_holds_the_lock_exits_7_and_keeps_the_collection(
+    isolated_env: Path, tmp_path: Path
+) -> None:
+    source = _folder(tmp_path / "docs")
+    assert index_cli("build", "--collection", "lumen", "--source", str(source)).returncode == 0
+    collections = IndexerSettings.load(None).collections_dir
+    with gens.build_lock(collections, "lumen"):  # as a running build holds it
+        dropped = index_cli("drop", "lumen")
+    assert dropped.returncode == 7, dropped.stderr
+    assert "Traceback" not in dropped.stderr and "running" in dropped.stderr
+    assert (collections / "lumen" / "CURRENT").is_file()
+    assert index_cli("drop", "lumen").returncode == 0
+
+
+def test_failed_first_build_leaves_no_collection_directory(isolated_env: Path, tmp_path: Path) -> None:
+    source = tmp_path / "nothing"
+    source.mkdir()
+    (source / "image.png").write_bytes(b"\x89PNG")
+    failed = index_cli("build", "--collection", "ghost", "--source", str(source))
+    assert failed.returncode != 0
+    assert not (IndexerSettings.load(None).collections_dir / "ghost").exists()
+
+
+def test_oversized_files_in_a_folder_are_reported_as_skipped_by_name(
+    isolated_env: Path, tmp_path: Path
+) -> None:
+    source = _folder(tmp_path / "docs", oversized=2)
+    built = index_cli("build", "--collection", "lumen", "--source", str(source), "--json")
+    assert built.returncode == 0, built.stderr
+    summary = json.loads(built.stdout)
+    skipped = {s["path"]: s["reason"] for s in summary["skipped_files"]}
+    assert set(skipped) == {"dump-0.md", "dump-1.md"}
+    assert all("MiB limit" in reason for reason in skipped.values())
+    assert summary["documents_skipped"] == 2 and summary["documents"] == 1
+    terminal = index_cli("build", "--collection", "other", "--source", str(source))
+    assert terminal.returncode == 0
+    assert "skipped dump-0.md" in terminal.stderr and "skipped dump-1.md" in terminal.stderr
+
+
+def test_oversized_file_given_as_the_source_is_refused(isolated_env: Path, tmp_path: Path) -> None:
+    source = _folder(tmp_path / "docs", oversized=1) / "dump-0.md"
+    refused = index_cli("build", "--collection", "lumen", "--source", str(source))
+    assert refused.returncode != 0
+    assert "MiB limit" in refused.stderr and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().count("\n") == 0
