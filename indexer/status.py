@@ -30,11 +30,23 @@ def collection_stats(settings: IndexerSettings, name: str, *, sizes: bool) -> di
         "build_seconds": manifest.build_seconds,
     }
     if sizes:
+        # Measured from the files on disk (sum of their sizes), never estimated from counts.
         row["bm25_bytes"] = gens.directory_size(gen_dir / "tantivy")
         row["vector_bytes"] = (
             gens.directory_size(gen_dir / "vectors") if (gen_dir / "vectors").is_dir() else None
         )
-        row["generations_on_disk"] = gens.existing_generations(settings.collections_dir, name)
+        row["generation_bytes"] = gens.directory_size(gen_dir)
+        # Only finished generations (the manifest is written last): one a build is still writing,
+        # or one a crash left behind, is not an index anybody can serve.
+        finished = [
+            number
+            for number in gens.existing_generations(settings.collections_dir, name)
+            if (gens.generation_dir(settings.collections_dir, name, number) / "manifest.json").is_file()
+        ]
+        row["generations_on_disk"] = finished
+        row["disk_bytes"] = sum(
+            gens.directory_size(gens.generation_dir(settings.collections_dir, name, n)) for n in finished
+        )
     return row
 
 

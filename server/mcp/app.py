@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 import anyio.to_thread
 import httpx
+import structlog
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.message import ServerMessageMetadata
 from mcp.types import (
@@ -120,6 +121,7 @@ def build_runtime(settings: ServerSettings) -> Runtime:
         client=http_client,
         cache=SemanticCache[AnswerResult](settings.cache),
     )
+    _log_what_is_served(settings, catalog)
     return Runtime(
         settings=settings,
         embedder=embedder,
@@ -132,6 +134,19 @@ def build_runtime(settings: ServerSettings) -> Runtime:
         http_client=http_client,
         answerer=answerer,
     )
+
+
+def _log_what_is_served(settings: ServerSettings, catalog: Catalog) -> None:
+    """Say which data dir this server reads, and warn loudly when it holds nothing to serve
+    (the usual cause: the indexer and the server were given different data dirs)."""
+    names = sorted(catalog.view().snapshots)
+    structlog.get_logger().info("serving_data_dir", data_dir=str(settings.data_dir), collections=names)
+    if not names:
+        structlog.get_logger().warning(
+            "catalog_empty",
+            data_dir=str(settings.data_dir),
+            hint="build a collection with docgate-index build",
+        )
 
 
 def create_mcp_server(

@@ -111,8 +111,15 @@ class CollectionInfo(BaseModel):
     indexed_at: str
 
 
+EMPTY_CATALOG_WARNING = (
+    "no collection is published in this server's data dir: build one with `docgate-index build`, "
+    "or point the server at the data dir that holds the index"
+)
+
+
 class CollectionList(BaseModel):
     collections: list[CollectionInfo]
+    warning: str | None = Field(default=None, description="Set when the server has nothing to serve.")
 
 
 def _json(model: BaseModel) -> str:
@@ -224,7 +231,8 @@ class DocService:
                 )
                 for name, snap in sorted(view.snapshots.items())
                 if access.allowed(name)
-            ]
+            ],
+            warning=None if view.snapshots else EMPTY_CATALOG_WARNING,
         )
 
     # ------------------------------------------------------------------ search

@@ -80,3 +80,22 @@ def test_oversized_file_given_as_the_source_is_refused(isolated_env: Path, tmp_p
     assert refused.returncode != 0
     assert "MiB limit" in refused.stderr and "Traceback" not in refused.stderr
     assert refused.stderr.strip().count("\n") == 0
+
+
+def test_stats_measures_sizes_from_files_and_hides_an_unfinished_generation(
+    isolated_env: Path, tmp_path: Path
+) -> None:
+    source = _folder(tmp_path / "docs")
+    assert index_cli("build", "--collection", "lumen", "--source", str(source)).returncode == 0
+    collections = IndexerSettings.load(None).collections_dir
+    half_written = gens.generation_dir(collections, "lumen", 2)
+    (half_written / "tantivy").mkdir(parents=True)
+    (half_written / "tantivy" / "segment").write_bytes(b"x" * 4096)  # no manifest yet
+    stats = json.loads(index_cli("stats", "lumen", "--json").stdout)
+    assert stats["generations_on_disk"] == [1]
+    gen_dir = gens.generation_dir(collections, "lumen", 1)
+    on_disk = sum(p.stat().st_size for p in gen_dir.rglob("*") if p.is_file())
+    assert stats["generation_bytes"] == on_disk == stats["disk_bytes"]
+    assert stats["bm25_bytes"] == sum(
+        p.stat().st_size for p in (gen_dir / "tantivy").rglob("*") if p.is_file()
+    )
