@@ -527,6 +527,8 @@ def _publish(run: _Run, got: _Gathered) -> BuildSummary:
         documents=got.records,
         source=run.request.source_label,
         source_kind=run.request.source_kind,
+        include=run.request.include,
+        exclude=run.request.exclude,
         vector_backend=backend,
         created_at=gens.now(),
         build_seconds=round(time.perf_counter() - run.started, 3),

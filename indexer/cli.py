@@ -293,23 +293,68 @@ def update(
     collection: CollectionOption,
     source: SourceOption = None,
     url: UrlOption = None,
-    version: VersionOption = "latest",
+    version: Annotated[
+        str | None, typer.Option("--version", help="Version label; default: the one the build recorded.")
+    ] = None,
     version_from_path: VersionFromPathOption = None,
     include: IncludeOption = None,
     exclude: ExcludeOption = None,
     max_pages: MaxPagesOption = None,
     max_depth: MaxDepthOption = None,
     allow_private: AllowPrivateOption = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Allow a source other than the one the collection was built from.")
+    ] = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Like build, but re-embed only documents whose content changed; publish nothing if none did.
 
+    Source, version label, --version-from-path and include/exclude globs default to what the
+    published build recorded; a different source is refused unless --force.
     A site is refreshed with conditional requests: pages the server reports unchanged are reused as they are.
     """
+    recorded = _published_manifest(config, collection)
+    if recorded is not None:
+        given = url if url is not None else (str(source) if source is not None else None)
+        if given is None:
+            if recorded.source_kind == "site":
+                url = recorded.source
+            else:
+                source = Path(recorded.source)
+        elif not force and not _same_source(given, recorded.source, is_url=url is not None):
+            _fail(
+                f"collection {collection!r} was built from {recorded.source}, not {given}; "
+                "pass --force to index the new source into it, or use another --collection",
+                2,
+            )
+        version = version if version is not None else recorded.version
+        version_from_path = version_from_path if version_from_path is not None else recorded.version_from_path
+        if recorded.source_kind == "folder" and url is None:
+            include = include if include is not None else recorded.include
+            exclude = exclude if exclude is not None else recorded.exclude
     limits = _crawl_limits(max_pages, max_depth, allow_private)
-    request = _request(collection, source, url, version, version_from_path, include, exclude, limits, True)
+    request = _request(
+        collection, source, url, version or "latest", version_from_path, include, exclude, limits, True
+    )
     _run_build(request, config, as_json)
+
+
+def _published_manifest(config: Path | None, collection: str) -> gens.Manifest | None:
+    settings = _settings(config)
+    try:
+        generation = gens.current_generation(settings.collections_dir, collection)
+        if generation is None:
+            return None
+        return gens.read_manifest(gens.generation_dir(settings.collections_dir, collection, generation))
+    except IndexerError:
+        return None  # the build itself reports a damaged collection
+
+
+def _same_source(given: str, recorded: str, *, is_url: bool) -> bool:
+    if is_url:
+        return given.rstrip("/") == recorded.rstrip("/")
+    return Path(given).expanduser().resolve() == Path(recorded).expanduser().resolve()
 
 
 @app.command("list")

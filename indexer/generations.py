@@ -86,6 +86,8 @@ class Manifest(BaseModel):
     documents: dict[str, DocumentRecord]
     source: str
     source_kind: Literal["folder", "site"] = "folder"
+    include: list[str] = Field(default_factory=list, description="Folder globs the build used.")
+    exclude: list[str] = Field(default_factory=list, description="Folder globs the build used.")
     vector_backend: VectorBackend = Field(default_factory=VectorBackend)
     created_at: datetime
     indexer_version: str = __version__

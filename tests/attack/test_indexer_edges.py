@@ -99,3 +99,37 @@ def test_stats_measures_sizes_from_files_and_hides_an_unfinished_generation(
     assert stats["bm25_bytes"] == sum(
         p.stat().st_size for p in (gen_dir / "tantivy").rglob("*") if p.is_file()
     )
+
+
+def test_update_reuses_the_recorded_options_and_refuses_another_source(
+    isolated_env: Path, tmp_path: Path
+) -> None:
+    source = _folder(tmp_path / "docs")
+    (source / "drafts").mkdir()
+    (source / "drafts" / "wip.md").write_text("# WIP\n\nNot ready.\n", encoding="utf-8")
+    built = index_cli(
+        "build",
+        "--collection",
+        "lumen",
+        "--source",
+        str(source),
+        "--version",
+        "2.1",
+        "--exclude",
+        "drafts/*",
+        "--json",
+    )
+    assert built.returncode == 0, built.stderr
+    assert json.loads(built.stdout)["documents"] == 1
+    (source / "more.md").write_text("# More\n\nAnother page about the orchid theme.\n", encoding="utf-8")
+    updated = index_cli("update", "--collection", "lumen", "--json")  # no source, version or globs given
+    assert updated.returncode == 0, updated.stderr
+    summary = json.loads(updated.stdout)
+    assert summary["version"] == "2.1"
+    assert summary["documents"] == 2  # more.md added, drafts/ still excluded
+    other = _folder(tmp_path / "elsewhere")
+    refused = index_cli("update", "--collection", "lumen", "--source", str(other))
+    assert refused.returncode == 2 and "--force" in refused.stderr and "Traceback" not in refused.stderr
+    forced = index_cli("update", "--collection", "lumen", "--source", str(other), "--force", "--json")
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads(forced.stdout)["version"] == "2.1"
