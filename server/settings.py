@@ -163,6 +163,12 @@ class ServeSettings(BaseModel):
         default=1.0, ge=0.05, le=3600, description="How often to look for new generations."
     )
     tenant: str = Field(default="default", description="Tenant of the stdio transport (the local operator).")
+    max_sessions_per_tenant: int = Field(
+        default=16, ge=1, le=10_000, description="Open MCP sessions one tenant may hold over HTTP."
+    )
+    session_idle_timeout_s: float = Field(
+        default=1800.0, gt=0, le=86_400, description="An HTTP session unused this long is closed."
+    )
 
 
 class AuthSettings(BaseModel):

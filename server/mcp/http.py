@@ -12,6 +12,7 @@ Layers, outermost first:
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from contextvars import ContextVar
@@ -26,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.mcp.app import Runtime, create_mcp_server
 from server.mcp.origins import HostPolicy
+from server.mcp.sessions import SessionBook
 from server.security.audit import AuditEvent, args_digest
 from server.security.tenants import Principal, TenantRegistry, UnknownTenant
 
@@ -67,6 +69,13 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _response_header(message: Message, name: bytes) -> str | None:
+    for key, value in message.get("headers", []):
+        if bytes(key).lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
 def _client_address(scope: Scope) -> str:
     client = scope.get("client")
     return str(client[0]) if client else "-"
@@ -79,6 +88,8 @@ class EdgeGuard:
         self.path = path
         self.hosts = hosts
         self._tarpitted = 0
+        serve = runtime.settings.serve
+        self.sessions = SessionBook(serve.max_sessions_per_tenant, serve.session_idle_timeout_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -143,15 +154,28 @@ class EdgeGuard:
                     )
                     return
 
+        session_id = _header(scope, b"mcp-session-id")
+        session_refusal = self._session_refusal(tenant_name, session_id)
+        if session_refusal is not None:
+            code, reason, body = session_refusal
+            await self._deny(scope, tenant_name, key_id, reason, code)
+            await _respond(send, code, body, [(b"content-type", b"application/json")])
+            return
+
         status: dict[str, int] = {}
 
         async def watch(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = int(message["status"])
+                opened = _response_header(message, b"mcp-session-id")
+                if opened is not None and session_id is None and tenant_name != "-":
+                    self.sessions.opened(opened, tenant_name)
             await send(message)
 
         await self.app(scope, receive, watch)
         code = status.get("code", 0)
+        if session_id is not None and scope.get("method") == "DELETE" and 200 <= code < 300:
+            self.sessions.closed(session_id)
         if code in (401, 403, 421) or (code == 400 and tenant_name == "-"):
             reason = (
                 "unauthenticated"
@@ -161,6 +185,26 @@ class EdgeGuard:
                 else "bad_request"
             )
             await self._deny(scope, tenant_name, key_id, reason, code)
+
+    def _session_refusal(self, tenant: str, session_id: str | None) -> tuple[int, str, bytes] | None:
+        """Refuse a new session over the tenant's bound, and any use of another tenant's session
+        (answered like an unknown session, so ids of other tenants cannot be probed)."""
+        if tenant == "-":
+            return None  # unauthenticated: the SDK answers 401
+        if session_id is None:
+            if self.sessions.may_open(tenant):
+                return None
+            limit = self.sessions.max_per_tenant
+            message = f"your tenant already has {limit} open sessions; close one (HTTP DELETE) or wait"
+            return (
+                429,
+                "too_many_sessions",
+                json.dumps({"error": "too_many_sessions", "message": message}).encode(),
+            )
+        if self.sessions.owner_ok(session_id, tenant):
+            return None
+        body = {"error": "session_not_found", "message": "unknown or expired session; initialize a new one"}
+        return 404, "session_not_owned", json.dumps(body).encode()
 
     async def _tarpit(self, retry_after_s: float) -> None:
         """Hold a throttled caller's answer for up to a second (no CPU, just a timer): a client that
@@ -245,6 +289,7 @@ def create_http_app(runtime: Runtime, host: str, port: int) -> Any:
         ),
         host=host,
         max_request_body_size=256 * 1024,
+        session_idle_timeout=settings.serve.session_idle_timeout_s,
     )
     hosts = HostPolicy.for_server(host, port, settings.serve.allowed_hosts, settings.serve.allowed_origins)
     return EdgeGuard(app, runtime, settings.serve.path, hosts), app
