@@ -15,6 +15,7 @@ import typer
 
 from server.security.audit import verify
 from server.security.audit_keys import AuditKeyError, VerifyKeys
+from server.security.keys import KeySecretError
 from server.security.tenants import (
     TenantsFileError,
     UnknownKey,
@@ -38,6 +39,15 @@ TenantsFile = Annotated[
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+KeySecretFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--key-secret-file",
+        envvar="DOCGATE_AUTH__KEY_SECRET_FILE",
+        help="Server secret the key hashes are keyed with (default: <tenants stem>.keys.secret).",
+        dir_okay=False,
+    ),
+]
 
 
 @keys_app.callback()
@@ -72,14 +82,15 @@ def keys_add(
         str | None, typer.Option("--expires", help="YYYY-MM-DD; the key stops working at 00:00 UTC that day.")
     ] = None,
     as_json: AsJson = False,
+    key_secret_file: KeySecretFile = None,
 ) -> None:
-    """Create a key for a tenant and print it once: only its hash is stored."""
+    """Create a key for a tenant and print it once: only its keyed hash is stored."""
     expiry = _parse_expiry(expires) if expires else None
     try:
-        record, key = add_key(tenants_file, tenant, expiry)
+        record, key = add_key(tenants_file, tenant, expiry, secret_file=key_secret_file)
     except UnknownTenant:
         _fail(f"unknown tenant {tenant!r} in {tenants_file}; add a [tenants.{tenant}] table first")
-    except (TenantsFileError, ValueError, OSError) as exc:
+    except (TenantsFileError, KeySecretError, ValueError, OSError) as exc:
         _fail(str(exc))
     if as_json:
         typer.echo(json.dumps({"key_id": record.key_id, "key": key}))

@@ -144,6 +144,7 @@ class Gateway:
         }
         bound = log.bind(trace_id=request_id, tenant=principal.tenant, tool=tool)
         try:
+            await self.registry.refresh_async()  # so the lookup below never reads files on the loop
             try:
                 tenant = self.registry.tenant(principal.tenant)
             except UnknownTenant as error:

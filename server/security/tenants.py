@@ -554,8 +554,7 @@ class TenantRegistry:
     async def authenticate_async(self, bearer: str, address: str = "-") -> AuthResult:
         """`authenticate` for the event loop: the fast keyed hash runs inline (microseconds);
         re-reading the files and the legacy KDF run on a worker thread."""
-        if self._refresh_due():
-            await anyio.to_thread.run_sync(self._refresh)
+        await self.refresh_async()
         outcome = self._check(bearer, address)
         if isinstance(outcome, tuple):
             record, secret = outcome
@@ -631,6 +630,11 @@ class TenantRegistry:
     def reload(self) -> None:
         """Re-read both files now (e.g. on SIGHUP), regardless of the stat interval."""
         self._refresh(force=True)
+
+    async def refresh_async(self) -> None:
+        """Pick up edited tenants/keys files without touching the disk on the event loop."""
+        if self._refresh_due():
+            await anyio.to_thread.run_sync(self._refresh)
 
     def _refresh_due(self) -> bool:
         return self._tenants_file is not None and self._clock() - self._last_check >= self._check_interval_s
