@@ -3,6 +3,8 @@ client's event loop: ``python -m tests.attack.flooder URL BEARER SECONDS CONNECT
 
 Each connection posts `initialize` with the bearer from its own loopback address (127.0.0.2 on),
 back to back, until SECONDS pass; prints the count of each status code as JSON. Loopback only.
+It prints "ready" once imported and starts when a line arrives on stdin, so the measurement
+covers the flood and not the interpreter starting up.
 """
 
 from __future__ import annotations
@@ -39,4 +41,6 @@ async def main(url: str, bearer: str, seconds: float, connections: int) -> None:
 
 
 if __name__ == "__main__":
+    print("ready", flush=True)
+    sys.stdin.readline()
     anyio.run(main, sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]))
