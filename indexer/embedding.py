@@ -39,8 +39,6 @@ TOKENIZER_FILES = (
     "vocab.txt",
 )
 OFFLINE_MODEL_VERSION = "minilm-l6-v2-int8-1"
-# Distinct recent queries whose vectors are kept: agents repeat and page through the same queries.
-QUERY_CACHE_SIZE = 1024
 
 Vectors = npt.NDArray[np.float32]
 
@@ -119,6 +117,11 @@ class Embedder:
         counter.no_truncation()
         counter.no_padding()
         self._counter = counter
+        # BERT-style pre-tokenizers cut before and after every punctuation character, so the token
+        # count of a text is the sum of the counts of its pieces when it is cut next to one.
+        self.splits_at_punctuation = (
+            json.loads(counter.to_str()).get("pre_tokenizer", {}).get("type") == "BertPreTokenizer"
+        )
         self._lock = threading.Lock()
         self.texts_embedded = 0
         self.calls = 0
@@ -170,7 +173,8 @@ class Embedder:
                 for text, row in fresh.items():
                     self._query_cache[text] = row
                     self._query_cache.move_to_end(text)
-                while len(self._query_cache) > QUERY_CACHE_SIZE:
+                # Agents repeat and page through the same queries; 0 turns the cache off.
+                while len(self._query_cache) > self.settings.query_cache_size:
                     self._query_cache.popitem(last=False)
             rows = [fresh[text] if row is None else row for text, row in zip(texts, rows, strict=True)]
         if not rows:

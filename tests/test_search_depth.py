@@ -4,6 +4,7 @@ few large pages hold them all, and cursors walk the whole result list once, with
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from indexer.build import BuildRequest, build_collection
 from indexer.embedding import Embedder
 from indexer.models import Chunk
+from server.retrieval.budget import to_json
 from server.retrieval.selection import Fused, select
 from server.retrieval.service import Access, DocService
 from tests.conftest import open_service, settings_for
@@ -201,7 +203,7 @@ def test_deeper_tiers_are_read_only_when_needed() -> None:
     consumed: list[int] = []
     store = {c.chunk_id: c for c in [_chunk(n, f"p{n}") for n in range(6)]}
 
-    def tiers():  # type: ignore[no-untyped-def]
+    def tiers() -> Iterator[list[Fused]]:
         for number, ids in enumerate([[0, 1, 2], [3, 4, 5]]):
             consumed.append(number)
             yield [Fused(chunk_id=f"{i:032x}", score=1.0) for i in ids]
@@ -234,3 +236,17 @@ def test_query_vectors_equal_document_vectors_and_come_from_the_cache(embedder: 
     again = embedder.embed_queries(texts[:2])
     np.testing.assert_allclose(again, expected[:2], atol=1e-5)
     assert embedder.query_cache_hits - hits_before >= 2
+
+
+# ---------------------------------------------------------------- response budget
+
+
+def test_cached_hit_costs_equal_a_full_count(service: DocService, embedder: Embedder) -> None:
+    outcome = service.search(ACCESS, "which flag is missing at startup", k=10, max_tokens=20_000)
+    tricky = outcome.result.hits[0].model_copy(
+        update={"title": 'Quotes, "snippet": and\\ escapes — déjà vu', "heading_path": ['a "b"', "ß"]}
+    )
+    texts = [to_json(hit) for hit in [*outcome.result.hits, tricky]]
+    exact = [embedder.count_tokens(text) for text in texts]
+    assert service.budget.hit_costs(texts) == exact  # cold: prefixes counted and kept
+    assert service.budget.hit_costs(texts) == exact  # warm: prefixes from the cache

@@ -8,6 +8,9 @@ and never tokenized whole a second time unless the cursor did not fit (see `fit_
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
 
 from pydantic import BaseModel
 
@@ -19,6 +22,10 @@ from server.security.guards import InvalidArgument
 CURSOR_ROOM = 60
 # A hit that does not fit whole may still fit with its snippet cut to this many tokens.
 SHORT_SNIPPET_TOKENS = 24
+# A hit's JSON up to its snippet depends only on the chunk and its generation: its token count is
+# kept for this many distinct chunks, so a search tokenizes only the query-dependent rest.
+PREFIX_CACHE_SIZE = 8192
+_SNIPPET_KEY = ', "snippet": '
 
 
 def to_json(model: BaseModel) -> str:
@@ -30,6 +37,39 @@ class ResponseBudget:
 
     def __init__(self, embedder: Embedder) -> None:
         self.embedder = embedder
+        self._prefix_tokens: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def hit_costs(self, texts: Sequence[str]) -> list[int]:
+        """Exact token counts of hits' JSON texts, in one batched tokenizer call.
+
+        With a tokenizer that cuts at punctuation, a text cut between the `"` that closes `source`
+        and the `,` before `"snippet"` counts as the sum of its two parts; the first part repeats
+        from search to search, so its count comes from a cache.
+        """
+        if not self.embedder.splits_at_punctuation:
+            return self.embedder.count_tokens_batch(texts)
+        cuts = [text.find(_SNIPPET_KEY) for text in texts]
+        known: list[int | None] = []
+        with self._lock:
+            for text, cut in zip(texts, cuts, strict=True):
+                cached = self._prefix_tokens.get(text[:cut]) if cut > 0 else None
+                if cached is not None:
+                    self._prefix_tokens.move_to_end(text[:cut])
+                known.append(cached)
+        # Count the rest of every text, and the whole of those whose prefix is not known yet.
+        pieces = [text if k is None else text[cut:] for text, cut, k in zip(texts, cuts, known, strict=True)]
+        new_prefixes = [
+            text[:cut] for text, cut, k in zip(texts, cuts, known, strict=True) if k is None and cut > 0
+        ]
+        counts = self.embedder.count_tokens_batch(pieces + new_prefixes)
+        prefix_counts = dict(zip(new_prefixes, counts[len(pieces) :], strict=True))
+        with self._lock:
+            for prefix, count in prefix_counts.items():
+                self._prefix_tokens[prefix] = count
+            while len(self._prefix_tokens) > PREFIX_CACHE_SIZE:
+                self._prefix_tokens.popitem(last=False)
+        return [count + (k or 0) for count, k in zip(counts, known, strict=False)]
 
     def tokens(self, model: BaseModel) -> int:
         """Size of a result as the client receives it (its JSON), in model tokens."""
@@ -50,7 +90,7 @@ class ResponseBudget:
         budget = max_tokens - CURSOR_ROOM
         used = self.tokens(result)
         # One batched tokenizer call for every hit; +2 per hit covers the separators between them.
-        costs = self.embedder.count_tokens_batch([to_json(hit) for hit in hits])
+        costs = self.hit_costs([to_json(hit) for hit in hits])
         for hit, cost in zip(hits, costs, strict=True):
             cost += 2
             if used + cost > budget:

@@ -7,6 +7,7 @@ a digest of everything that shaped the list, so it can neither be forged nor rep
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from indexer.embedding import Embedder
@@ -66,9 +67,14 @@ def search_page(
     result = retrieve_in(scope, query, embedder, settings, depth=depth)
     page = result.candidates[offset : offset + k]
     has_more = len(result.candidates) > offset + len(page) and offset + len(page) < MAX_RESULTS
+    started = time.perf_counter()
     snippets = _snippets(scope, query, page, settings.snippet_chars)
     hits = [_hit(c, scope, snippets.get(c.chunk.chunk_id), embedder, settings) for c in page]
+    shaped_at = time.perf_counter()
     shaped, bound = budget.fit_search(query, result.variants[1:], hits, max_tokens)
+    # Stages after retrieval, beside its own spans: a slower trace then names the stage that grew.
+    result.timings_ms["snippets"] = round((shaped_at - started) * 1000, 3)
+    result.timings_ms["budget"] = round((time.perf_counter() - shaped_at) * 1000, 3)
     shown = len(shaped.hits)
     # With nothing shown, a cursor would point at the same page again: the caller must raise max_tokens.
     if shown > 0 and (shown < len(hits) or has_more):
