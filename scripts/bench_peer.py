@@ -183,8 +183,8 @@ async def call_text(session: Any, tool: str, arguments: dict[str, Any]) -> tuple
 
 
 async def run_phase(
-    url: str, tool: str, argument: str, queries: Sequence[str], clients: int, requests: int
-) -> tuple[Tally, float]:
+    url: str, pid: int, tool: str, argument: str, queries: Sequence[str], clients: int, requests: int
+) -> tuple[Tally, float, float]:
     """`clients` sessions, one untimed warm-up call each, then `requests` calls shared back to back."""
     tally = Tally(remaining=requests, latencies={tool: []}, errors={tool: 0})
     order = iter(range(10**9))
@@ -220,9 +220,11 @@ async def run_phase(
             group.start_soon(client, number)
         with anyio.fail_after(STARTUP_TIMEOUT_S):
             await ready.wait()
+        # CPU from here on: sessions and warm-up calls are set up, only the timed calls remain.
+        cpu_before = cpu_seconds(pid)
         started = time.perf_counter()
         go.set()
-    return tally, time.perf_counter() - started
+    return tally, time.perf_counter() - started, cpu_seconds(pid) - cpu_before
 
 
 def extra(tool: str) -> dict[str, Any]:
@@ -233,9 +235,7 @@ def measure(
     url: str, pid: int, tool: str, argument: str, queries: Sequence[str], clients: int, requests: int
 ) -> dict[str, Any]:
     load_before = load_average()
-    cpu_before = cpu_seconds(pid)
-    tally, elapsed = anyio.run(run_phase, url, tool, argument, queries, clients, requests)
-    cpu = cpu_seconds(pid) - cpu_before
+    tally, elapsed, cpu = anyio.run(run_phase, url, pid, tool, argument, queries, clients, requests)
     latencies = tally.latencies[tool]
     done = len(latencies)
     return {
@@ -245,7 +245,7 @@ def measure(
         "calls_per_s": round(done / elapsed, 2) if elapsed > 0 else 0.0,
         "latency": latency_summary(latencies),
         "server_cpu_s": round(cpu, 3),
-        # Includes each client's warm-up call and session set-up: a slight overestimate for both servers.
+        # The server process's CPU from the start signal to the last answer, over the timed calls.
         "server_cpu_ms_per_call": round(cpu * 1000 / done, 2) if done else None,
         "errors": tally.errors[tool],
         "error_samples": tally.samples,

@@ -99,6 +99,7 @@ class Runtime:
 
 def build_runtime(settings: ServerSettings) -> Runtime:
     embedder = shared_embedder(settings.embedding, settings.models_dir)
+    embedder.warm_queries()
     catalog = Catalog(
         settings, embedder.model_id, embedder.dimension, interval=settings.serve.reload_interval_s
     )
