@@ -40,6 +40,7 @@ TOKENIZER_FILES = (
 )
 OFFLINE_MODEL_VERSION = "minilm-l6-v2-int8-1"
 SEQUENTIAL_COUNT_MAX = 64
+TRUNCATE_WINDOW_CHARS_PER_TOKEN = 8
 
 Vectors = npt.NDArray[np.float32]
 
@@ -215,6 +216,15 @@ class Embedder:
 
     def truncate_to_tokens(self, text: str, max_tokens: int) -> str:
         """The longest prefix of `text` within `max_tokens` model tokens, cut at a token boundary."""
+        window = max_tokens * TRUNCATE_WINDOW_CHARS_PER_TOKEN
+        if self.splits_at_punctuation and max_tokens > 0 and len(text) > window:
+            # Cutting a snippet from a long chunk: tokenize only its head. Words wholly inside the head
+            # tokenize as in the whole text; only its last word may be cut short, so the head decides
+            # the cut whenever the cut falls before that last word.
+            head = self._counter.encode(text[:window], add_special_tokens=False)
+            words = head.word_ids
+            if len(words) > max_tokens and words[max_tokens - 1] != words[-1]:
+                return text[: head.offsets[max_tokens - 1][1]]
         encoding = self._counter.encode(text, add_special_tokens=False)
         if len(encoding.ids) <= max_tokens:
             return text

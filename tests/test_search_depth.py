@@ -250,3 +250,19 @@ def test_cached_hit_costs_equal_a_full_count(service: DocService, embedder: Embe
     exact = [embedder.count_tokens(text) for text in texts]
     assert service.budget.hit_costs(texts) == exact  # cold: prefixes counted and kept
     assert service.budget.hit_costs(texts) == exact  # warm: prefixes from the cache
+
+
+@pytest.mark.parametrize("max_tokens", [1, 5, 24, 60, 61, 200])
+def test_truncating_the_head_of_a_long_text_cuts_where_the_whole_text_would(
+    embedder: Embedder, max_tokens: int
+) -> None:
+    texts = [
+        _section(0, 3) * 4,
+        "x" * 3000,  # one very long word: the head alone cannot decide
+        ("internationalization " * 300).strip(),
+        "déjà-vu, naïve café; " * 200,
+    ]
+    for text in texts:
+        encoding = embedder._counter.encode(text, add_special_tokens=False)
+        expected = text[: encoding.offsets[max_tokens - 1][1]] if len(encoding.ids) > max_tokens else text
+        assert embedder.truncate_to_tokens(text, max_tokens) == expected

@@ -100,7 +100,7 @@ class ResponseBudget:
                         "snippet": self.embedder.truncate_to_tokens(hit.snippet, SHORT_SNIPPET_TOKENS) + " …"
                     }
                 )
-                cost = self.tokens(shortened) + 2
+                cost = self.hit_costs([to_json(shortened)])[0] + 2
                 if used + cost > budget:
                     result.truncated = True
                     break
