@@ -266,3 +266,10 @@ def test_truncating_the_head_of_a_long_text_cuts_where_the_whole_text_would(
         encoding = embedder._counter.encode(text, add_special_tokens=False)
         expected = text[: encoding.offsets[max_tokens - 1][1]] if len(encoding.ids) > max_tokens else text
         assert embedder.truncate_to_tokens(text, max_tokens) == expected
+
+
+def test_deeper_search_shows_as_its_own_span(service: DocService) -> None:
+    shallow, _ = service.retrieve(ACCESS, "configuration step setting", depth=5)
+    deep, _ = service.retrieve(ACCESS, "configuration step setting", depth=91)
+    assert "deepen" not in shallow.timings_ms
+    assert deep.timings_ms["deepen"] > 0 and deep.timings_ms["fuse"] >= 0

@@ -199,6 +199,8 @@ def retrieve(
         cap=settings.max_chunks_per_document,
     )
     timer.span("fuse", t0)
+    if "deepen" in timer.spans:  # the deeper searches ran inside the walk: report them apart
+        timer.spans["fuse"] = round(timer.spans["fuse"] - timer.spans["deepen"], 3)
     return RetrievalResult(
         candidates=candidates,
         variants=variants,
