@@ -97,6 +97,9 @@ def serve(
     if tenant:
         settings.serve.tenant = tenant
     from server.mcp.app import create_mcp_server
+    from server.observability import otel
+
+    otel.configure()  # before the server exists: the SDK's spans and docgate's share its provider
     from server.runtime import build_runtime
 
     try:

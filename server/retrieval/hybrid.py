@@ -17,6 +17,7 @@ from indexer.embedding import Embedder
 from indexer.lexical import LexicalHit
 from indexer.models import Chunk, ChunkFilter
 from indexer.vectors import VectorHit
+from server.observability.stages import StageTimer
 from server.retrieval.catalog import CatalogView, Snapshot
 from server.retrieval.rewriting import rewrite
 from server.settings import RetrievalSettings
@@ -71,14 +72,6 @@ def _merge_by_score(
     return merged[:limit]
 
 
-class _Timer:
-    def __init__(self) -> None:
-        self.spans: dict[str, float] = {}
-
-    def span(self, name: str, started: float) -> None:
-        self.spans[name] = round(self.spans.get(name, 0.0) + (time.perf_counter() - started) * 1000, 3)
-
-
 def retrieve(
     view: CatalogView,
     query: RetrievalQuery,
@@ -95,7 +88,7 @@ def retrieve(
     flt = ChunkFilter(collections=query.collections, version=query.version, path_prefix=query.path_prefix)
     # Independent of `depth`, so page n of a result list is a prefix-consistent slice of page n+1's list.
     limit = settings.candidates
-    timer = _Timer()
+    timer = StageTimer()
     owner: dict[str, Snapshot] = {}
 
     t0 = time.perf_counter()
