@@ -62,6 +62,14 @@ answer in the documentation." with pages worth reading — treat that as "not do
 an error. Narrow with `collections` and `version` as for `search`. Repeated questions may be served
 from a cache (`cached: true`)."""
 
+# What `max_tokens` counts, stated once for every tool that takes it. One copy is counted: that
+# bounds what a model reads when its client hands it the structured content or the text copy.
+MAX_TOKENS_HELP = (
+    "Upper bound on the result's size in tokens of docgate's tokenizer (all-MiniLM-L6-v2 WordPiece, "
+    "the count the token budget charges) over the result JSON. The text content repeats that JSON "
+    "for clients without structured output; the copy is not counted again."
+)
+
 READ_ONLY = ToolAnnotations(
     readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False
 )
@@ -105,7 +113,7 @@ def create_mcp_server(
             str | None, Field(description="Only docs with this version label, e.g. '3.2'.")
         ] = None,
         k: Annotated[int, Field(description="Hits per page, 1-50.")] = 8,
-        max_tokens: Annotated[int, Field(description="Upper bound on the response size in tokens.")] = 2000,
+        max_tokens: Annotated[int, Field(description=MAX_TOKENS_HELP)] = 2000,
         cursor: Annotated[str | None, Field(description="`next_cursor` from the previous page.")] = None,
         path_prefix: Annotated[
             str | None, Field(description="Only pages under this path, e.g. 'ref/models/'.")
@@ -166,7 +174,7 @@ def create_mcp_server(
     async def fetch_chunk(
         chunk_id: Annotated[str, Field(description="A chunk_id from search results (32 hex characters).")],
         neighbors: Annotated[int, Field(description="Passages before and after to include, 0-10.")] = 0,
-        max_tokens: Annotated[int, Field(description="Upper bound on the response size in tokens.")] = 4000,
+        max_tokens: Annotated[int, Field(description=MAX_TOKENS_HELP)] = 4000,
     ) -> FetchResult:
         arguments = {"chunk_id": chunk_id, "neighbors": neighbors, "max_tokens": max_tokens}
 
@@ -215,7 +223,7 @@ def create_mcp_server(
         version: Annotated[
             str | None, Field(description="Only docs with this version label, e.g. '3.2'.")
         ] = None,
-        max_tokens: Annotated[int, Field(description="Upper bound on the response size in tokens.")] = 1500,
+        max_tokens: Annotated[int, Field(description=MAX_TOKENS_HELP)] = 1500,
     ) -> AnswerResult:
         arguments = {
             "question": question,
