@@ -7,7 +7,6 @@ exactly as for one that does not exist.
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -119,13 +118,6 @@ def _json(model: BaseModel) -> str:
     return json.dumps(model.model_dump(mode="json"), ensure_ascii=False)
 
 
-@functools.lru_cache(maxsize=8192)
-def screen_cached(text: str) -> tuple[str, ...]:
-    """Injection flags of a chunk's text. Chunks are immutable, and the same ones recur across
-    requests, so the regex screen runs once per distinct text rather than once per hit."""
-    return tuple(screen(text))
-
-
 def _provenance(chunk: Chunk, snapshot: Snapshot) -> dict[str, Any]:
     """Where a chunk comes from: the fields every hit and every fetched chunk carries."""
     return {
@@ -141,7 +133,7 @@ def _provenance(chunk: Chunk, snapshot: Snapshot) -> dict[str, Any]:
 
 
 def _chunk_view(chunk: Chunk, snapshot: Snapshot) -> ChunkView:
-    flags = list(screen_cached(chunk.text))
+    flags = screen(chunk.text)
     return ChunkView(
         **_provenance(chunk, snapshot),
         position=chunk.position,
@@ -315,7 +307,7 @@ class DocService:
     def _hit(self, candidate: Candidate, view: CatalogView, snippet: str | None) -> SearchHit:
         chunk = candidate.chunk
         snapshot = view.snapshots[chunk.collection]
-        flags = list(screen_cached(chunk.text))
+        flags = screen(chunk.text)
         if snippet is None:
             # Dense-only hits have no matching terms: show the chunk's opening instead.
             snippet = self.embedder.truncate_to_tokens(chunk.text, self.settings.retrieval.snippet_chars // 4)
