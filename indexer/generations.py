@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import re
 import shutil
@@ -272,8 +271,3 @@ def now() -> datetime:
 
 def directory_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def manifest_summary(manifest: Manifest) -> dict[str, object]:
-    summary: dict[str, object] = json.loads(manifest.model_dump_json(exclude={"documents"}))
-    return summary
