@@ -181,3 +181,16 @@ def test_otel_configure_keeps_a_provider_the_environment_installed(
     installed = trace.get_tracer_provider()
     assert otel.configure() is True
     assert trace.get_tracer_provider() is installed
+
+
+def test_logging_configured_under_a_borrowed_stderr_still_works_once_it_is_closed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from server.cli.main import app
+
+    # Every `docgate` command configures logging first, here while CliRunner has swapped stderr.
+    CliRunner().invoke(app, ["trace", "summarize", str(tmp_path / "missing.log")])
+    structlog.get_logger().info("after_the_runner")
+    assert "after_the_runner" in capsys.readouterr().err
