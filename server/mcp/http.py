@@ -25,9 +25,10 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.mcp.app import Runtime, create_mcp_server
+from server.mcp.app import create_mcp_server
 from server.mcp.origins import HostPolicy
 from server.mcp.sessions import SessionBook
+from server.runtime import Runtime
 from server.security.audit import AuditEvent, args_digest
 from server.security.tenants import Principal, TenantRegistry, UnknownTenant
 
@@ -92,9 +93,6 @@ class EdgeGuard:
         self.sessions = SessionBook(serve.max_sessions_per_tenant, serve.session_idle_timeout_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self.app(scope, receive, self._closing_runtime(send))
-            return
         if scope["type"] != "http" or scope.get("path", "").rstrip("/") != self.path.rstrip("/"):
             await self.app(scope, receive, send)
             return
@@ -217,17 +215,6 @@ class EdgeGuard:
             await anyio.sleep(min(TARPIT_S, retry_after_s))
         finally:
             self._tarpitted -= 1
-
-    def _closing_runtime(self, send: Send) -> Send:
-        """Pass lifespan messages on; once the app has shut down, close the runtime before the
-        server is told so (it exits right after)."""
-
-        async def relay(message: Message) -> None:
-            if message["type"] == "lifespan.shutdown.complete":
-                await self.runtime.aclose()
-            await send(message)
-
-        return relay
 
     async def _deny(self, scope: Scope, tenant: str, key_id: str | None, reason: str, code: int) -> None:
         await self.runtime.audit.append(

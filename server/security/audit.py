@@ -37,7 +37,7 @@ import anyio.to_thread
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from indexer.generations import fsync_dir
+from indexer.atomic import fsync_dir
 from server.security.audit_keys import AuditKeys, VerifyKeys
 from server.security.checkpoints import (
     Checkpoint,

@@ -36,7 +36,6 @@ import hmac
 import os
 import re
 import secrets
-import tempfile
 import threading
 import time
 import tomllib
@@ -51,6 +50,7 @@ import anyio.to_thread
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from indexer.atomic import write_atomic
 from server.security.keys import (
     KeySecretError,
     key_secret_path,
@@ -287,22 +287,8 @@ def _write_keys(tenants_file: Path, records: Iterable[KeyRecord], tenant_ids: di
     path = keys_path(tenants_file)
     payload = _KeysFile(keys=list(records), tenant_ids=dict(sorted(tenant_ids.items())))
     text = payload.model_dump_json(indent=2, exclude_none=True) + "\n"
-    # mkstemp creates the file 0600: hashes only, but still nobody else's business.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    # 0600: hashes only, but still nobody else's business.
+    write_atomic(path, text.encode("utf-8"), mode=0o600)
 
 
 def _new_tenant_id() -> str:
