@@ -1,110 +1,84 @@
-"""The offline extractive backend: the source sentences that best answer a question, each cited."""
+"""The offline extractive backend: the source statements that best answer a question, each cited.
+
+page        `pages.choose_page`: the retrieved page whose best section covers the question
+units       `units.units`: whole statements of that page's chunks (a sentence, a list with its
+            lead-in, an item of a long list with the lead-in, a sentence with its code block)
+score       semantic similarity to the question + weighted overlap with its key terms + a light
+            prior for higher-ranked chunks + bonuses for naming the question's identifiers, for
+            naming any API element, and for sitting in a section whose heading names the subject
+select      greedily, with a redundancy penalty (maximal marginal relevance), stopping at
+            `max_sentences` units, the token budget, or when the next unit scores far below the
+            best one
+write       in reading order, every unit cited [n] (`units.render`)
+"""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from server.answering.grounding import Evidence, content_terms, identifiers, question_terms, split_claims
+from server.answering.grounding import Evidence, content_terms, identifiers
+from server.answering.pages import (
+    PageCandidate,
+    PageWeights,
+    QuestionKeys,
+    SectionFit,
+    choose_page,
+    page_kind,
+    page_of,
+)
+from server.answering.units import Unit, render, units
 
 
 @dataclass(frozen=True)
 class ExtractiveWeights:
-    """Sentence scoring of the extractive backend (see `extractive_answer`).
+    """Unit scoring of the extractive backend (see `extractive_answer`).
 
-    Measured with scripts/tune_grounding.py on the Django eval set: quoting from one page only
-    raised citation precision from 0.45 to 0.56 at the same answer rate (0.96), because the second
-    page an answer drew on was usually a loosely related one. Which page that is matters most: the
-    single best-matching sentence often sits on a page that merely mentions the topic (release
-    notes, a tutorial), while fused retrieval ranks the page about it first. So the page is chosen
-    with a strong rank prior (`page_prior`), and sentences within it with a light one (`prior`): a
-    lower-ranked page wins only with clearly better sentences. Choosing the page that way raised
-    cited pages that are expected ones from 23 to 28 of 45 on the Django set, 9 to 10 of 28 on the
-    FAQ set and 16 to 18 of 24 on the MCP set (rank priors from 0.5 to 1.5 all beat 0.15); using
-    the strong prior for the sentences too picked sentences that miss the question's key terms.
+    Quoting from one page only raised Django citation precision from 0.45 to 0.56 at the same
+    answer rate, because a second page was usually a loosely related one; which page that is
+    matters most, so it is chosen first (`pages.py`) and units are scored within it.
     """
 
     semantic: float = 0.5
     lexical: float = 0.35
     prior: float = 0.15
-    page_prior: float = 0.8
-    # A sentence that names an API element (setting, method, option, protocol message) is usually
+    # A statement that names an API element (setting, method, option, protocol message) is usually
     # the one a developer can act on, and the name is rarely in the question. With 0.1, answers
-    # contained the expected terms more often (Django 0.31 → 0.40, MCP 0.48 → 0.52) and the Django
-    # cited page was right in 30 instead of 28 of 45 cases; the FAQ set did not move.
+    # contained the expected terms more often (Django 0.31 → 0.40, MCP 0.48 → 0.52).
     code_bonus: float = 0.1
-    max_pages: int = 1
-    other_page_ratio: float = 0.85
+    identifier_bonus: float = 0.1
+    heading_bonus: float = 0.1
     keep_ratio: float = 0.6
-
-
-@dataclass
-class _Sentence:
-    page: str  # the document the sentence comes from
-    number: int  # evidence number (1-based), the citation
-    position: int  # order inside the chunk
-    text: str
-    kind: str  # "sentence" or "code"
-    follows: int | None = None  # for code: position of the sentence that introduces it
+    pages: PageWeights = field(default_factory=PageWeights)
 
 
 @dataclass
 class Extract:
     answer: str
-    quotes: dict[int, list[str]]  # evidence number → sentences taken from it
+    quotes: dict[int, list[str]]  # evidence number → statements taken from it
 
 
-_TRAILING_MARKERS = re.compile(r"(?:\s*\[\d+(?:\s*,\s*\d+)*\])+\s*$")
-_MIN_SENTENCE_TERMS = 3
+@dataclass(frozen=True)
+class _Candidate:
+    number: int  # evidence number (1-based), the citation
+    rank: int  # order among the usable chunks
+    page: str
+    unit: Unit
+    tokens: int
+
+    @property
+    def prior(self) -> float:
+        """1 for the top-ranked chunk, decaying with rank."""
+        return 1.0 / (1.0 + 0.3 * self.rank)
+
+
+_MIN_UNIT_TERMS = 3
 _MAX_SENTENCE_TOKENS = 90
-_MAX_CODE_TOKENS = 120
-
-
-_TABLE_ROW = re.compile(r"^\s*\|?[^|\n]+(?:\s\|\s[^|\n]*)+\|?\s*$")
-
-
-def _rows_as_sentences(text: str) -> str:
-    """Table rows ("a | b | c") as separate sentences ("a: b; c."); header rows dropped.
-
-    A row states one fact; run together as one paragraph the rows would read as one sentence.
-    """
-    out: list[str] = []
-    in_table = False
-    for line in text.splitlines():
-        if "```" not in line and _TABLE_ROW.match(line) and line.count("|") >= 2:
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if not in_table:
-                in_table = True  # the header row names columns, it states nothing
-                continue
-            if all(set(c) <= set("-: ") for c in cells):
-                continue  # a Markdown rule row
-            head, rest = cells[0], [c for c in cells[1:] if c]
-            out.extend(["", f"{head}: {'; '.join(rest)}".rstrip(": ") + "", ""])
-        else:
-            in_table = False
-            out.append(line)
-    return "\n".join(out)
-
-
-def _candidates(evidence: Sequence[Evidence], max_sources: int) -> list[_Sentence]:
-    out: list[_Sentence] = []
-    usable = [(number, ev) for number, ev in enumerate(evidence, start=1) if ev.usable]
-    for number, ev in usable[:max_sources]:
-        page = ev.source.split("#", 1)[0]
-        last_sentence: int | None = None
-        for position, claim in enumerate(split_claims(_rows_as_sentences(ev.text))):
-            if claim.kind == "sentence":
-                # Markers already in the docs ("[1]" footnotes) would read as our citations.
-                text = _TRAILING_MARKERS.sub("", claim.text).strip()
-                out.append(_Sentence(page, number, position, text, "sentence"))
-                last_sentence = position
-            elif claim.kind == "code" and last_sentence == position - 1:
-                out.append(_Sentence(page, number, position, claim.text, "code", follows=last_sentence))
-    return out
+_MAX_UNIT_TOKENS = 160
+_REDUNDANT = 0.9
 
 
 def extractive_answer(
@@ -118,111 +92,132 @@ def extractive_answer(
     max_sources: int = 5,
     weights: ExtractiveWeights | None = None,
 ) -> Extract:
-    """The source sentences that best answer `question`, in reading order, each cited [n].
-
-    Score = semantic similarity to the question + weighted overlap with its key terms + a prior
-    for higher-ranked chunks; picked greedily with a redundancy penalty (maximal marginal
-    relevance), stopping at `max_sentences`, the token budget, or when the next sentence scores
-    far below the best one. A short code block directly after a chosen sentence comes with it.
-    """
+    """The statements of the best page that answer `question`, in reading order, each cited [n]."""
     w = weights or ExtractiveWeights()
-    pool = _candidates(evidence, max_sources)
-    prose = [s for s in pool if s.kind == "sentence"]
-    code = {(s.number, s.follows): s for s in pool if s.kind == "code"}
-    terms, entities = question_terms(question)
-    entity_stems = content_terms(" ".join(entities))
-    if not prose or not terms:
+    keys = QuestionKeys(question)
+    usable = [(n, ev) for n, ev in enumerate(evidence, start=1) if ev.usable][:max_sources]
+    if not usable or not keys.terms:
         return Extract("", {})
-    usable_numbers = sorted({s.number for s in prose})
-    rank_of = {number: rank for rank, number in enumerate(usable_numbers)}
-    # 1 for the top-ranked source, decaying with rank: weighted lightly for sentences, strongly for pages.
-    rank_prior = [1.0 / (1.0 + 0.3 * rank_of[s.number]) for s in prose]
-    vectors = embed([question] + [s.text for s in prose])
-    question_vector, sentence_vectors = vectors[0], vectors[1:]
-    cosines = sentence_vectors @ question_vector
-    question_ids = {i.lower() for i in identifiers(question)}
+    pool: list[_Candidate] = []
+    fits: dict[int, SectionFit] = {}
+    for rank, (number, ev) in enumerate(usable):
+        fits[number] = keys.fit(ev)
+        for unit in units(ev.text, count_tokens):
+            if unit.code_required and unit.code is None:
+                continue
+            code = count_tokens(unit.code) if unit.code_required and unit.code else 0
+            pool.append(
+                _Candidate(number, rank, page_of(ev.source), unit, count_tokens(unit.scoring_text) + code)
+            )
+    if not pool:
+        return Extract("", {})
 
+    vectors = embed([question] + [c.unit.scoring_text for c in pool])
+    question_vector, unit_vectors = vectors[0], vectors[1:]
+    cosines = unit_vectors @ question_vector
     scores: list[float] = []
     eligible: list[bool] = []
-    for index, sentence in enumerate(prose):
-        sentence_terms = content_terms(sentence.text)
-        total = sum(2.0 if t in entity_stems else 1.0 for t in terms)
-        found = sum(2.0 if t in entity_stems else 1.0 for t in terms if t in sentence_terms)
-        lexical = found / total
+    for index, candidate in enumerate(pool):
+        text = candidate.unit.scoring_text
+        unit_terms = content_terms(text)
+        lexical = keys.coverage(unit_terms, text)
         semantic = min(1.0, max(0.0, (float(cosines[index]) - 0.1) / 0.6))
-        bonus = 0.1 if question_ids and any(i in sentence.text.lower() for i in question_ids) else 0.0
-        if identifiers(sentence.text):
+        lowered = text.lower()
+        bonus = w.identifier_bonus if any(i in lowered for i in keys.identifiers) else 0.0
+        if identifiers(text):
             bonus += w.code_bonus  # names the setting, method or option to use
-        scores.append(w.semantic * semantic + w.lexical * lexical + w.prior * rank_prior[index] + bonus)
-        tokens = count_tokens(sentence.text)
-        eligible.append(len(sentence_terms) >= _MIN_SENTENCE_TERMS and tokens <= _MAX_SENTENCE_TOKENS)
+        bonus += w.heading_bonus * fits[candidate.number].subject(w.pages)
+        scores.append(w.semantic * semantic + w.lexical * lexical + w.prior * candidate.prior + bonus)
+        limit = _MAX_SENTENCE_TOKENS if candidate.unit.kind == "sentence" else _MAX_UNIT_TOKENS
+        eligible.append(len(unit_terms) >= _MIN_UNIT_TERMS and candidate.tokens <= limit)
 
-    # The first page quoted: best sentence once the retrieval rank weighs in strongly.
-    anchor = max(
-        (i for i, ok in enumerate(eligible) if ok),
-        key=lambda i: scores[i] + (w.page_prior - w.prior) * rank_prior[i],
-        default=-1,
-    )
-    anchor_page = prose[anchor].page if anchor >= 0 else None
+    page = _choose_page(usable, pool, scores, eligible, fits, w.pages)
+    if page is None:
+        return Extract("", {})
+    eligible = [ok and c.page == page for ok, c in zip(eligible, pool, strict=True)]
+    chosen = _select(pool, scores, eligible, unit_vectors, max_sentences, token_budget, w.keep_ratio)
+    # The chunk holding the best statement first, then the others; reading order within each.
+    chunk_order = {n: i for i, n in enumerate(dict.fromkeys(pool[i].number for i in chosen))}
+    picked = sorted((pool[i] for i in chosen), key=lambda c: (chunk_order[c.number], c.unit.position))
+    used = sum(c.tokens for c in picked)
+    blocks: list[str] = []
+    quotes: dict[int, list[str]] = {}
+    for number in dict.fromkeys(c.number for c in picked):
+        mine = [c.unit for c in picked if c.number == number]
+
+        def with_code(unit: Unit) -> bool:
+            nonlocal used
+            cost = count_tokens(unit.code) if unit.code else 0
+            if used + cost > token_budget:
+                return False
+            used += cost
+            return True
+
+        blocks.extend(render(mine, number, with_code=with_code))
+        quotes[number] = [u.scoring_text for u in mine]
+    return Extract("\n\n".join(blocks), quotes)
+
+
+def _choose_page(
+    usable: list[tuple[int, Evidence]],
+    pool: list[_Candidate],
+    scores: list[float],
+    eligible: list[bool],
+    fits: dict[int, SectionFit],
+    weights: PageWeights,
+) -> str | None:
+    pages: dict[str, PageCandidate] = {}
+    for number, ev in usable:
+        page = page_of(ev.source)
+        statements = [
+            s + weights.rank * c.prior
+            for s, ok, c in zip(scores, eligible, pool, strict=True)
+            if ok and c.number == number
+        ]
+        if not statements:
+            continue
+        known = pages.get(page)
+        best = max(statements)
+        fit = fits[number]
+        if known is None:
+            pages[page] = PageCandidate(page, page_kind(ev.source, ev.title), best, fit)
+        else:
+            better_fit = (
+                fit if fit.coverage + fit.heading > known.fit.coverage + known.fit.heading else known.fit
+            )
+            pages[page] = PageCandidate(page, known.kind, max(best, known.evidence), better_fit)
+    chosen = choose_page(list(pages.values()), weights)
+    return chosen.page if chosen is not None else None
+
+
+def _select(
+    pool: list[_Candidate],
+    scores: list[float],
+    eligible: list[bool],
+    vectors: npt.NDArray[np.float32],
+    max_units: int,
+    token_budget: int,
+    keep_ratio: float,
+) -> list[int]:
+    best_score = max((s for s, ok in zip(scores, eligible, strict=True) if ok), default=0.0)
     chosen: list[int] = []
-    used_tokens = 0
-    best_score = max(
-        (
-            s
-            for s, ok, sentence in zip(scores, eligible, prose, strict=True)
-            if ok and sentence.page == anchor_page
-        ),
-        default=0.0,
-    )
-    while len(chosen) < max_sentences:
+    used = 0
+    while len(chosen) < max_units:
         best, best_value = -1, -1.0
         for index, score in enumerate(scores):
             if not eligible[index] or index in chosen:
                 continue
-            if not chosen and prose[index].page != anchor_page:
-                continue
-            redundancy = max(
-                (float(sentence_vectors[index] @ sentence_vectors[j]) for j in chosen), default=0.0
-            )
-            if redundancy > 0.9:
-                continue  # says the same as a sentence already taken
-            # Quote another page only while under max_pages and when it is nearly as good.
-            pages = {prose[j].page for j in chosen}
-            other_page = bool(chosen) and prose[index].page not in pages
-            if other_page and (len(pages) >= w.max_pages or score < w.other_page_ratio * best_score):
-                continue
+            redundancy = max((float(vectors[index] @ vectors[j]) for j in chosen), default=0.0)
+            if redundancy > _REDUNDANT:
+                continue  # says the same as a unit already taken
             value = score - 0.3 * max(0.0, redundancy)
             if value > best_value:
                 best, best_value = index, value
-        if best < 0 or (chosen and scores[best] < w.keep_ratio * best_score):
+        if best < 0 or (chosen and scores[best] < keep_ratio * best_score):
             break
-        cost = count_tokens(prose[best].text) + 4
-        if chosen and used_tokens + cost > token_budget:
+        cost = pool[best].tokens + 4
+        if chosen and used + cost > token_budget:
             break
         chosen.append(best)
-        used_tokens += cost
-
-    picked = sorted((prose[i] for i in chosen), key=lambda s: (rank_of[s.number], s.position))
-    blocks: list[str] = []
-    paragraph: list[str] = []
-    quotes: dict[int, list[str]] = {}
-    for sentence in picked:
-        text = sentence.text
-        if not text.endswith((".", "!", "?", ":")):
-            text += "."
-        paragraph.append(f"{text} [{sentence.number}]")
-        quotes.setdefault(sentence.number, []).append(sentence.text)
-        block = code.get((sentence.number, sentence.position))
-        block_tokens = count_tokens(block.text) if block is not None else 0
-        if (
-            block is not None
-            and block_tokens <= _MAX_CODE_TOKENS
-            and used_tokens + block_tokens <= token_budget
-        ):
-            blocks.append(" ".join(paragraph))
-            paragraph = []
-            blocks.append(block.text)
-            used_tokens += block_tokens
-    if paragraph:
-        blocks.append(" ".join(paragraph))
-    return Extract("\n\n".join(blocks), quotes)
+        used += cost
+    return chosen

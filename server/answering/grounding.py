@@ -95,7 +95,8 @@ class Claim:
     text: str
     kind: ClaimKind
     citations: list[int] = field(default_factory=list)
-    inherited: bool = False  # citations taken from the sentence before a code block
+    inherited: bool = False  # citations taken from the sentence before a code block or a list
+    item: bool = False  # a list item (or table row)
 
 
 # A citation marker: [1], [1, 2]. Not preceded by a word character, so `items[1]` is not one.
@@ -166,14 +167,33 @@ def split_claims(answer: str) -> list[Claim]:
             claims.append(Claim(text=segment, kind="heading"))
         else:
             claims.extend(
-                Claim(text=s, kind="sentence", citations=cited_numbers(s)) for s in _sentences(segment)
+                Claim(text=s, kind="sentence", citations=cited_numbers(s), item=kind == "item")
+                for s in _sentences(segment)
             )
     # A code block usually follows the sentence that introduces and cites it ("Use this [2]:").
     for previous, claim in itertools.pairwise(claims):
         if claim.kind == "code" and not claim.citations and previous.citations:
             claim.citations = list(previous.citations)
             claim.inherited = True
+    _inherit_lead_citations(claims)
     return claims
+
+
+def _inherit_lead_citations(claims: list[Claim]) -> None:
+    """List items without a marker take the citations of the cited lead-in ("... containing [1]:")."""
+    lead: list[int] = []
+    for claim in claims:
+        introduces = _plain(claim.text).endswith(":")
+        if claim.item:
+            if not claim.citations and lead:
+                claim.citations = list(lead)
+                claim.inherited = True
+            elif claim.citations and introduces:
+                lead = list(claim.citations)  # a nested list under a cited item
+        elif claim.kind == "sentence":
+            lead = list(claim.citations) if introduces else []
+        elif claim.kind == "heading":
+            lead = []
 
 
 def _closing_fence_citations(block: str) -> list[int]:
@@ -189,10 +209,14 @@ def _segments(answer: str) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     paragraph: list[str] = []
 
+    kind = "text"
+
     def flush() -> None:
+        nonlocal kind
         if paragraph:
-            out.append(("text", " ".join(line.strip() for line in paragraph)))
+            out.append((kind, " ".join(line.strip() for line in paragraph)))
             paragraph.clear()
+        kind = "text"
 
     lines = answer.splitlines()
     i = 0
@@ -219,6 +243,7 @@ def _segments(answer: str) -> list[tuple[str, str]]:
             flush()
         elif _LIST_ITEM.match(line) or line.lstrip().startswith("|"):
             flush()
+            kind = "item"
             paragraph.append(_LIST_ITEM.sub("", line, count=1).strip().strip("|").strip())
         else:
             paragraph.append(line)

@@ -156,7 +156,9 @@ class Answerer:
             )
         reasons = abstention_reasons(written, report, retrieved.evidence)
         abstained = report.abstain or bool(reasons)
-        result = self.shaper.shape(retrieved, written, report, reasons, abstained, trace_id, max_tokens)
+        result = self.shaper.shape(
+            prepared.question, retrieved, written, report, reasons, abstained, trace_id, max_tokens
+        )
 
         trace.chunk_ids = [e.chunk_id for e in retrieved.evidence]
         trace.tokens_in = prepared.question_tokens + (written.usage.input_tokens if written.model else 0)

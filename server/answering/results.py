@@ -39,6 +39,11 @@ class AnswerUsage(BaseModel):
     estimated_cost_usd: float
 
 
+class TermCoverage(BaseModel):
+    term: str = Field(description="A key term or identifier of the question, as the question spells it.")
+    covered: bool = Field(description="True when the answer contains it (or a word of the same stem).")
+
+
 class AnswerResult(BaseModel):
     answer: str = Field(description="The answer with [n] citation markers, or the abstention text.")
     citations: list[AnswerCitation]
@@ -52,6 +57,10 @@ class AnswerResult(BaseModel):
     trace_id: str = Field(description="Request id in the server's logs and audit trail.")
     cached: bool = Field(
         description="True when this is a stored answer to the same or a near-identical question."
+    )
+    question_terms: list[TermCoverage] = Field(
+        default_factory=list,
+        description="The question's key terms and whether the answer covers each (none when abstained).",
     )
 
 

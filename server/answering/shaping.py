@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from pydantic import BaseModel
 
 from server.answering.context import Retrieved
+from server.answering.coverage import term_coverage
 from server.answering.grounding import Evidence, GroundingReport
 from server.answering.results import (
     ABSTENTION,
@@ -35,6 +36,7 @@ class Shaper:
 
     def shape(
         self,
+        question: str,
         retrieved: Retrieved,
         written: Written,
         report: GroundingReport,
@@ -61,6 +63,7 @@ class Shaper:
         else:
             answer = written.answer
             citations = self._citations(written, report, evidence)
+        terms = [] if abstained else term_coverage(question, written.answer)
         result = AnswerResult(
             answer=answer,
             citations=citations,
@@ -71,6 +74,7 @@ class Shaper:
             usage=usage,
             trace_id=trace_id,
             cached=False,
+            question_terms=terms,
         )
         return self.fit(result, max_tokens)
 
