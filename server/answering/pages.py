@@ -88,9 +88,10 @@ def related(a: str, b: str) -> bool:
     if a == b:
         return True
     short, long = sorted((a, b), key=len)
-    return len(short) >= _MIN_SHARED_PREFIX and long.startswith(
-        short[: max(_MIN_SHARED_PREFIX, len(short) - 1)]
-    )
+    if len(short) >= _MIN_SHARED_PREFIX - 1 and long.startswith(short):
+        return True  # "sett" / "setting": the crude stems of one word family
+    prefix = short[: max(_MIN_SHARED_PREFIX, len(short) - 1)]
+    return len(short) >= _MIN_SHARED_PREFIX and long.startswith(prefix)
 
 
 class QuestionKeys:
