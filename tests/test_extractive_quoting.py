@@ -21,6 +21,9 @@ from server.answering.pipeline import Answerer, AnswerResult
 from server.retrieval.service import Access, DocService
 from server.settings import ServerSettings
 from tests.conftest import REPO, build_corpus, open_service, settings_for
+from tests.eval_fixtures import mcp_docs
+
+__all__ = ["mcp_docs"]  # a session fixture, re-exported so pytest finds it here
 
 CORPUS = REPO / "tests" / "fixtures" / "quoting"
 ACCESS = Access(tenant="default", allowed=lambda name: True)
@@ -146,3 +149,43 @@ def test_normative_page_is_quoted_before_a_proposal_and_the_changelog(
     # Only the proposal speaks of cancelling several requests with one notification.
     bulk = asyncio.run(run("Can one notification abort a list of several request IDs at once?"))
     assert _pages(bulk) == {"proposals/0012-bulk-abort.md"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The MCP specification of one revision (about a minute to index)
+
+
+@pytest.fixture(scope="module")
+def one_revision(
+    tmp_path_factory: pytest.TempPathFactory, mcp_docs: Path, model_dir: Path, embedder: Embedder
+) -> tuple[ServerSettings, DocService]:
+    request = BuildRequest(
+        collection="mcp", source=mcp_docs / "specification" / "2025-06-18", version="2025-06-18"
+    )
+    data_dir = build_corpus(tmp_path_factory, model_dir, embedder, request)
+    return settings_for(data_dir, model_dir), open_service(data_dir, model_dir, embedder)
+
+
+@pytest.mark.corpus
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("question", "page", "term"),
+    [
+        ("How do I cancel a request?", "basic/utilities/cancellation.mdx", "notifications/cancelled"),
+        ("How are resources subscribed to and updated?", "server/resources.mdx", "resources/subscribe"),
+    ],
+)
+def test_a_section_whose_heading_names_the_subject_answers_without_abstaining(
+    one_revision: tuple[ServerSettings, DocService], embedder: Embedder, question: str, page: str, term: str
+) -> None:
+    settings, service = one_revision
+
+    async def run() -> AnswerResult:
+        return (await Answerer(settings, service, embedder).answer(ACCESS, question))[0]
+
+    result = asyncio.run(run())
+    assert not result.abstained, result.grounding.reasons
+    assert _pages(result) == {page}
+    assert term in result.answer
+    assert "tasks/cancel" not in result.answer
+    assert not result.answer.rstrip().endswith(":")

@@ -77,12 +77,28 @@ def test_a_sentence_cut_by_the_chunk_boundary_is_not_quoted():
     ]
 
 
+def test_a_sentence_referring_back_comes_with_the_sentence_before_it():
+    text = "The server sends an update notification. This might be a part of the subscribed resource."
+    found = units(text, words)
+    assert found[1].lead == "The server sends an update notification."
+    assert "\n\n".join(render([found[1]], 1)) == (
+        "The server sends an update notification. [1] This might be a part of the subscribed resource. [1]"
+    )
+    assert "\n\n".join(render(found, 1)).count("update notification") == 1  # not quoted twice
+    # Nothing to refer back to: not quoted.
+    assert units("It might be a part of the subscribed resource.", words) == []
+
+
 def test_a_flattened_type_declaration_is_not_a_statement():
     text = (
         'A notification that a resource changed. method: "x/updated" params: { uri: string } '
         "Type uri: string The URI of the resource. It may be a part of the resource subscribed to."
     )
-    assert [u.body for u in units(text, words)] == ["It may be a part of the resource subscribed to."]
+    # The sentence after the declaration refers back to it, so it goes too.
+    assert [u.body for u in units(text, words)] == []
+    assert [u.body for u in units(text.replace("It may", "A part may"), words)] == [
+        "A part may be a part of the resource subscribed to."
+    ]
 
 
 def test_a_list_without_lead_in_cites_each_item_and_nested_items_stay_whole():

@@ -13,7 +13,8 @@ quotes units:
                 sentence ending in ":" before a code block is only quoted with it
 
 A sentence ending in ":" is never quoted alone, and neither is one that starts in lower case
-(the tail of a sentence the chunk boundary cut).
+(the tail of a sentence the chunk boundary cut) or a type declaration flattened into prose. A
+sentence opening with "This", "It", "These"… comes with the sentence before it, or not at all.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ _TABLE_ROW = re.compile(r"^\s*\|?[^|\n]+(?:\s\|\s[^|\n]*)+\|?\s*$")
 # Footnote markers already in the docs ("[1]") would read as our citations.
 _TRAILING_MARKERS = re.compile(r"(?:\s*\[\d+(?:\s*,\s*\d+)*\])+\s*$")
 _TERMINAL = (".", "!", "?")
+# A sentence opening with a pronoun or demonstrative refers to the one before it.
+_ANAPHOR = re.compile(r"^(?:This|That|These|Those|It|They|Such|Its|Their)\b")
 # `name: type` pairs ("params: { uri: string }"): a type declaration flattened into prose, as
 # generated API references are; two of them make a sentence code, not a statement.
 _TYPE_PAIR = re.compile(r"\b\w+\??: (?:[\"{\[]|(?:string|number|boolean|unknown|object|integer|null)\b)")
@@ -55,7 +58,7 @@ class Unit:
     kind: UnitKind
     position: int  # reading order inside the chunk
     body: str  # the sentence, the list item (may span lines) or the whole list
-    lead: str | None = None  # the sentence that introduces the list (items and lists)
+    lead: str | None = None  # the sentence that introduces the list, or that "this" refers to
     lead_position: int | None = None  # its position, so a chosen lead is not quoted twice
     group: int | None = None  # the list the item belongs to (block index)
     code: str | None = None  # the code block right after the unit
@@ -139,24 +142,34 @@ def units(
             code = None  # too long to come along; a unit that needs it is not quoted
         if block.kind == "paragraph":
             sentences = _sentences(block.text)
+            quotable: list[bool] = []
             for offset, sentence in enumerate(sentences):
                 last = offset == len(sentences) - 1
                 introduces = sentence.endswith(":")
-                if introduces and not (last and code is not None):
-                    position += 1
-                    continue  # introduces a list (quoted with it) or something absent from the chunk
-                if (
+                ok = not (
                     _is_continuation(sentence)
                     or (last and _is_label(sentence, len(sentences)))
                     or len(_TYPE_PAIR.findall(sentence)) >= 2
-                ):
+                )
+                quotable.append(ok and not introduces)
+                if not ok or (introduces and not (last and code is not None)):
+                    # Introduces a list (quoted with it) or something absent from the chunk.
                     position += 1
                     continue
+                lead, lead_position = None, None
+                if _ANAPHOR.match(sentence):
+                    # "This might be a sub-resource…": only with the sentence "this" refers to.
+                    if offset == 0 or not quotable[offset - 1]:
+                        position += 1
+                        continue
+                    lead, lead_position = sentences[offset - 1], position - 1
                 found.append(
                     Unit(
                         "sentence",
                         position,
                         sentence,
+                        lead,
+                        lead_position,
                         code=code if last else None,
                         code_required=introduces,
                     )
@@ -197,12 +210,16 @@ def render(
     out: list[str] = []
     paragraph: list[str] = []
     leads = {u.lead_position for u in unit_list if u.kind != "sentence" and u.lead is not None}
+    written: set[int] = set()
     i = 0
     while i < len(unit_list):
         unit = unit_list[i]
         if unit.kind == "sentence":
+            if unit.lead is not None and unit.lead_position not in written | leads:
+                paragraph.append(cite(unit.lead, number))
             if unit.position not in leads:
                 paragraph.append(cite(unit.body, number))
+            written.add(unit.position)
             if unit.code is not None and (unit.code_required or with_code(unit)):
                 out.append(" ".join(paragraph))
                 paragraph = []
