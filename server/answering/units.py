@@ -254,6 +254,12 @@ def render(
     return [block for block in out if block.strip()]
 
 
+def rows_as_statements(text: str) -> str:
+    """`text` with table rows as statements ("a: b; c"), each its own paragraph."""
+    lines, rows = _rows_as_paragraphs(text)
+    return "\n".join(f"\n{line}\n" if i in rows else line for i, line in enumerate(lines))
+
+
 def _attachment(parts: list[Block], index: int) -> str | None:
     """The code block right after block `index`, with its label when one sits between them.
 
