@@ -1,11 +1,11 @@
 """The offline extractive backend: the source statements that best answer a question, each cited.
 
-page        `pages.choose_page`: the retrieved page whose best section covers the question
+page        `pages.choose_page`: the retrieved page with the best single statement (its rank
+            prior included), normative pages before proposals and changelogs
 units       `units.units`: whole statements of that page's chunks (a sentence, a list with its
             lead-in, an item of a long list with the lead-in, a sentence with its code block)
 score       semantic similarity to the question + weighted overlap with its key terms + a light
-            prior for higher-ranked chunks + bonuses for naming the question's identifiers, for
-            naming any API element, and for sitting in a section whose heading names the subject
+            prior for higher-ranked chunks + a bonus for naming an API element
 select      greedily, with a redundancy penalty (maximal marginal relevance), stopping at
             `max_sentences` units, the token budget, or when the next unit scores far below the
             best one
