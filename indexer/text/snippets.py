@@ -26,9 +26,17 @@ class Snippet:
     highlights: tuple[tuple[int, int], ...]  # character spans within `text`, ascending, disjoint
 
     def render(self, mark: str = "**") -> str:
+        """The passage with highlights wrapped in `mark`; touching highlights (the characters of
+        a CJK word) share one pair of marks, since `**東****京**` is not Markdown emphasis."""
+        runs: list[tuple[int, int]] = []
+        for begin, end in self.highlights:
+            if runs and runs[-1][1] == begin:
+                runs[-1] = (runs[-1][0], end)
+            else:
+                runs.append((begin, end))
         parts: list[str] = []
         cursor = 0
-        for begin, end in self.highlights:
+        for begin, end in runs:
             parts.append(self.text[cursor:begin])
             parts.append(f"{mark}{self.text[begin:end]}{mark}")
             cursor = end
