@@ -28,13 +28,13 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, Field
 
-from indexer.text import QUESTION_WORDS, STOPWORDS, fold_text, identifiers, numbers
+from indexer.text import QUESTION_WORDS, STOPWORDS, fold_text
 from indexer.text import content_terms as _content_terms
+from indexer.text import identifiers as identifiers  # the text core's, re-exported for answering
+from indexer.text import numbers as numbers
 from indexer.text import terms as bm25_terms
 from indexer.text.identifiers import ABBREVIATIONS, CITATION_MARKER, code_names, source_numbers
 from server.settings import GroundingSettings
-
-__all__ = ["identifiers", "numbers"]  # the text core's, re-exported for the answering package
 
 EmbedFn = Callable[[list[str]], npt.NDArray[Any]]
 """Embeds texts into L2-normalised row vectors (one row per text)."""
