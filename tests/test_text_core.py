@@ -313,6 +313,9 @@ def test_an_older_index_format_is_refused_and_a_build_replaces_it(
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(FormatMismatch, match=r"index format 1.*docgate-index build"):
         gens.read_manifest(gen_dir)
+    refused = open_service(data_dir, model_dir, embedder).catalog.view()
+    assert "world" not in refused.snapshots
+    assert "index format 1" in refused.unavailable["world"]
 
     request = BuildRequest(collection="world", source=MULTILINGUAL, version="1", incremental=True)
     summary = build_collection(settings, request, embedder=embedder)
