@@ -62,6 +62,11 @@ def test_folding_removes_case_accents_and_compatibility_forms(written: str, fold
     assert terms(written) == terms(folded)
 
 
+def test_lone_surrogates_separate_words_instead_of_failing():
+    assert terms("session\ud800cookie") == ["session", "cooki"]
+    assert query_terms("crème\udfffbrûlée").groups == (("creme",), ("brule",))
+
+
 def test_folded_spans_map_back_to_whole_original_characters():
     source = "Die Straße, cafe\u0301 und Crème"
     folded = fold(source)

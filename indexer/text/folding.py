@@ -33,6 +33,8 @@ def fold_char(char: str) -> str:
     """One character folded for matching; may be empty (a lone accent) or longer (`ß` → `ss`)."""
     if char.isascii():
         return char.lower()
+    if 0xD800 <= ord(char) <= 0xDFFF:
+        return "\ufffd"  # a lone surrogate cannot be encoded for Tantivy; it separates words instead
     decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", char).casefold())
     kept = "".join(c for c in decomposed if not _is_diacritic(c))
     return unicodedata.normalize("NFC", kept)
