@@ -164,6 +164,13 @@ class GroundingSettings(Section):
         default=0.3,
         description="Relevance cap when the question names code identifiers and no source mentions any.",
     )
+    undocumented_product_chunks: int = Field(
+        default=3,
+        ge=-1,
+        le=1000,
+        description="Abstain when the question names a product no retrieved source mentions and at most "
+        "this many chunks of the collection do (server/answering/products.py); -1: off.",
+    )
 
 
 class ProviderSettings(Section):
