@@ -200,7 +200,7 @@ def _tiers(
     ranked = first
     seen: set[str] = set()
     while True:
-        ranking = [entry for entry in rrf_fuse(ranked, settings) if entry.chunk_id not in seen]
+        ranking = [entry for entry in rrf_fuse(ranked, settings, lists.resolve) if entry.chunk_id not in seen]
         seen.update(entry.chunk_id for entry in ranking)
         yield ranking
         # A list shorter than its limit holds every match in scope: deeper search finds nothing new.
