@@ -132,7 +132,8 @@ def rrf_fuse(
     if settings.fusion == "adaptive" and settings.page_evidence > 0 and resolve is not None and order:
         head = order[:PAGE_EVIDENCE_HEAD]
         page_of = {cid: f"{c.collection}\x00{c.path}" for cid, c in resolve(head).items()}
-        reranked, scores = by_page_evidence(head, scores, page_of, settings.page_evidence)
+        reranked, head_scores = by_page_evidence(head, scores, page_of, settings.page_evidence)
+        scores = {**scores, **head_scores}  # chunks below the head keep their own scores
         order = reranked + order[PAGE_EVIDENCE_HEAD:]
     return [
         Fused(
