@@ -164,6 +164,13 @@ class GroundingSettings(Section):
         default=0.3,
         description="Relevance cap when the question names code identifiers and no source mentions any.",
     )
+    undocumented_product_chunks: int = Field(
+        default=3,
+        ge=-1,
+        le=1000,
+        description="Abstain when the question names a product no retrieved source mentions and at most "
+        "this many chunks of the collection do (server/answering/products.py); -1: off.",
+    )
 
 
 class ProviderSettings(Section):
@@ -216,6 +223,24 @@ class RetrievalSettings(Section):
     )
     max_chunks_per_document: int = Field(
         default=2, ge=1, le=50, description="Diversity: cap per page in one result list."
+    )
+    # Adaptive fusion (server/retrieval/fusion.py): each idea measured on every eval set, docs/evals.md.
+    fusion: Literal["plain", "adaptive"] = Field(
+        default="adaptive",
+        description="`plain`: fixed-weight RRF; `adaptive`: BM25 weight follows its agreement with dense, "
+        "and pages rank by the evidence of all their chunks.",
+    )
+    agreement_floor: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=10.0,
+        description="Share of bm25_weight kept when BM25 and dense share nothing.",
+    )
+    agreement_span: float = Field(
+        default=2.0, ge=0.0, le=10.0, description="Added share of bm25_weight when their top 10 are the same."
+    )
+    page_evidence: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Weight of a page's 2nd chunk (3rd: its square, …); 0: off."
     )
     snippet_chars: int = Field(default=240, ge=40, le=2000)
 

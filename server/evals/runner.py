@@ -10,13 +10,16 @@ paths (first occurrence wins), and a page is relevant when it is one of the case
     nDCG@10     DCG of the top 10 over the DCG of a perfect ranking of the expected pages
 
 Retrieval metrics use answerable cases only (an unanswerable case has no relevant page). They
-are computed for four retrieval configurations in one run, so the value of each stage shows:
-`bm25`, `dense`, `hybrid_no_rewrite` and `full` (hybrid with rewrites, what `search` serves).
+are computed for five retrieval configurations in one run, so the value of each stage shows:
+`bm25`, `dense`, `rrf60` (the textbook baseline: equal-weight reciprocal rank fusion with k = 60
+over the same two retrievers, no rewrites), `hybrid_no_rewrite` and `full` (hybrid with rewrites,
+what `search` serves).
 
 Answer metrics run every case through the answering core with the configured backend:
 answer rate (answerable, not abstained), abstention rate (unanswerable, abstained), citation
 precision (cited pages that are expected pages, on answered answerable cases), must-mention
-rate (terms found in the answer over terms asked for, same cases), grounding score, latency,
+rate (terms found in the answer over terms asked for, same cases), and per answer: answers that
+contain every must-mention term, answers that cite an expected page; grounding score, latency,
 tokens and cost.
 
 A report compared with a baseline report lists every headline metric that dropped by more than
@@ -42,9 +45,9 @@ from rich.table import Table
 from server.answering.pipeline import Answerer
 from server.errors import ServiceError
 from server.observability.traces import percentile
-from server.retrieval.hybrid import Mode
+from server.retrieval.hybrid import Mode, RetrievalQuery, RetrievalResult, retrieve
 from server.retrieval.service import Access, DocService
-from server.settings import ServerSettings
+from server.settings import RetrievalSettings, ServerSettings
 
 K = 10
 DEFAULT_DEPTH = 30  # chunks; with at most 2 chunks per page this nearly always yields 10 pages
@@ -219,6 +222,14 @@ class AnswerMetrics(BaseModel):
     must_mention_rate: float | None = Field(
         description="must_mention terms found in the answer, over answered answerable cases (micro)."
     )
+    complete_answer_rate: float | None = Field(
+        default=None,
+        description="Answered answerable cases whose answer contains every must_mention term.",
+    )
+    expected_page_rate: float | None = Field(
+        default=None,
+        description="Answered answerable cases that cite at least one expected page.",
+    )
     mean_grounding_score: float = Field(description="Over answered cases.")
     latency_p50_ms: float
     latency_p95_ms: float
@@ -238,6 +249,9 @@ def answer_metrics(outcomes: Sequence[AnswerOutcome], backend: str) -> AnswerMet
     correct = sum(1 for o in answered for page in o.cited_pages if page in o.case.expected_pages)
     terms = sum(len(o.case.must_mention) for o in answered)
     found = sum(len(o.case.must_mention) - len(o.missing_terms()) for o in answered)
+    with_terms = [o for o in answered if o.case.must_mention]
+    complete = sum(1 for o in with_terms if not o.missing_terms())
+    on_page = sum(1 for o in answered if o.case.expected_pages.intersection(o.cited_pages))
     count = max(len(outcomes), 1)
     return AnswerMetrics(
         backend=backend,
@@ -247,6 +261,8 @@ def answer_metrics(outcomes: Sequence[AnswerOutcome], backend: str) -> AnswerMet
         abstention_rate=_mean([1.0 if o.abstained else 0.0 for o in unanswerable]),
         citation_precision=round(correct / len(cited), 4) if cited else None,
         must_mention_rate=round(found / terms, 4) if terms else None,
+        complete_answer_rate=round(complete / len(with_terms), 4) if with_terms else None,
+        expected_page_rate=round(on_page / len(answered), 4) if answered else None,
         mean_grounding_score=_mean([o.grounding_score for o in outcomes if o.answered]),
         latency_p50_ms=round(percentile([o.latency_ms for o in outcomes], 50), 2),
         latency_p95_ms=round(percentile([o.latency_ms for o in outcomes], 95), 2),
@@ -275,6 +291,9 @@ class CaseMiss(BaseModel):
 class ConfigReport(BaseModel):
     mode: Mode
     rewrites: bool
+    overrides: dict[str, object] = Field(
+        default_factory=dict, description="Retrieval settings this configuration replaces."
+    )
     metrics: RetrievalMetrics
     ranks: dict[str, int | None] = Field(
         description="Per answerable case: rank of the first expected page within 10, else null."
@@ -328,11 +347,22 @@ class RetrievalConfig:
     name: str
     mode: Mode
     rewrites: bool
+    # Settings replaced for this configuration only (a baseline method, not what `search` serves).
+    overrides: tuple[tuple[str, object], ...] = ()
 
+
+# Plain reciprocal rank fusion as published (Cormack et al.): equal weights, k = 60, nothing adaptive.
+PLAIN_RRF: tuple[tuple[str, object], ...] = (
+    ("bm25_weight", 1.0),
+    ("dense_weight", 1.0),
+    ("rrf_k", 60),
+    ("fusion", "plain"),
+)
 
 CONFIGS = (
     RetrievalConfig("bm25", "bm25", rewrites=False),
     RetrievalConfig("dense", "dense", rewrites=False),
+    RetrievalConfig("rrf60", "hybrid", rewrites=False, overrides=PLAIN_RRF),
     RetrievalConfig("hybrid_no_rewrite", "hybrid", rewrites=False),
     RetrievalConfig("full", "hybrid", rewrites=True),
 )
@@ -396,6 +426,43 @@ def _case_version(case: EvalCase, default: str | None) -> str | None:
     return case.version if case.version is not None else default
 
 
+def retrieve_for(
+    service: DocService,
+    access: Access,
+    question: str,
+    collection: str,
+    version: str | None,
+    config: RetrievalConfig,
+    depth: int,
+) -> RetrievalResult:
+    if not config.overrides:
+        result, _ = service.retrieve(
+            access,
+            question,
+            collections=[collection],
+            version=version,
+            depth=depth,
+            mode=config.mode,
+            rewrites=config.rewrites,
+        )
+        return result
+    # A baseline with other settings runs the same retrieval core over the same view and scope.
+    view = service.catalog.view()
+    scope = service.scope(access, [collection], version, view)
+    settings = RetrievalSettings.model_validate(
+        {**service.settings.retrieval.model_dump(), **dict(config.overrides)}
+    )
+    return retrieve(
+        view,
+        RetrievalQuery(text=question, collections=scope, version=version),
+        service.embedder,
+        settings,
+        depth=depth,
+        mode=config.mode,
+        rewrites=config.rewrites,
+    )
+
+
 def run_retrieval(
     service: DocService,
     access: Access,
@@ -415,14 +482,8 @@ def run_retrieval(
         error: str | None = None
         started = time.perf_counter()
         try:
-            result, _ = service.retrieve(
-                access,
-                case.question,
-                collections=[collection],
-                version=_case_version(case, version),
-                depth=depth,
-                mode=config.mode,
-                rewrites=config.rewrites,
+            result = retrieve_for(
+                service, access, case.question, collection, _case_version(case, version), config, depth
             )
             pages = distinct_pages(c.chunk.path for c in result.candidates)
         except ServiceError as exc:  # e.g. a case's version that the index does not have
@@ -446,6 +507,7 @@ def run_retrieval(
     return ConfigReport(
         mode=config.mode,
         rewrites=config.rewrites,
+        overrides=dict(config.overrides),
         metrics=retrieval_metrics(rankings, latencies),
         ranks=ranks,
         failures=failures,
@@ -626,6 +688,8 @@ def render(report: EvalReport, console: Console, regressions: Sequence[Regressio
             ("abstention rate (unanswerable)", f"{a.abstention_rate:.3f} of {a.unanswerable_cases}"),
             ("citation precision", _maybe(a.citation_precision)),
             ("must-mention rate", _maybe(a.must_mention_rate)),
+            ("answers with every must-mention term", _maybe(a.complete_answer_rate)),
+            ("answers citing an expected page", _maybe(a.expected_page_rate)),
             ("mean grounding score", f"{a.mean_grounding_score:.3f}"),
             ("latency p50 / p95 ms", f"{a.latency_p50_ms:.0f} / {a.latency_p95_ms:.0f}"),
             ("tokens in / out per case", f"{a.mean_input_tokens:.0f} / {a.mean_output_tokens:.0f}"),

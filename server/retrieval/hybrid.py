@@ -13,7 +13,6 @@ ones already seen: page n of a result list stays a prefix of page n+1's, however
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -24,6 +23,8 @@ from indexer.models import Chunk, ChunkFilter
 from indexer.vectors import VectorHit
 from server.observability.stages import StageTimer
 from server.retrieval.catalog import CatalogView, Snapshot
+from server.retrieval.fusion import Ranked as Ranked  # re-exported beside `retrieve`
+from server.retrieval.fusion import rrf_fuse
 from server.retrieval.rewriting import rewrite
 from server.retrieval.selection import Candidate, Fused, select
 from server.settings import RetrievalSettings
@@ -52,17 +53,6 @@ class RetrievalResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     bm25_ids: list[list[str]] = field(default_factory=list)
     dense_ids: list[list[str]] = field(default_factory=list)
-
-
-@dataclass
-class Ranked:
-    """One ranked list from one retriever for one phrasing, merged across collections."""
-
-    retriever: Literal["bm25", "dense"]
-    variant: int
-    hits: list[tuple[str, float]]
-    # The retriever's main list (full weight); other phrasings are discounted by `rewrite_weight`.
-    primary: bool
 
 
 def _merge_by_score(
@@ -210,7 +200,7 @@ def _tiers(
     ranked = first
     seen: set[str] = set()
     while True:
-        ranking = [entry for entry in rrf_fuse(ranked, settings) if entry.chunk_id not in seen]
+        ranking = [entry for entry in rrf_fuse(ranked, settings, lists.resolve) if entry.chunk_id not in seen]
         seen.update(entry.chunk_id for entry in ranking)
         yield ranking
         # A list shorter than its limit holds every match in scope: deeper search finds nothing new.
@@ -220,34 +210,3 @@ def _tiers(
         t0 = time.perf_counter()
         ranked = lists.search(limit)
         timer.span("deepen", t0)
-
-
-def rrf_fuse(ranked: Sequence[Ranked], settings: RetrievalSettings) -> list[Fused]:
-    """Weighted reciprocal rank fusion of the ranked lists, best first (ties by chunk id)."""
-    scores: dict[str, float] = defaultdict(float)
-    bm25_rank: dict[str, int] = {}
-    dense_rank: dict[str, int] = {}
-    bm25_score: dict[str, float] = {}
-    dense_score: dict[str, float] = {}
-    for lst in ranked:
-        weight = settings.bm25_weight if lst.retriever == "bm25" else settings.dense_weight
-        if not lst.primary:
-            weight *= settings.rewrite_weight
-        ranks, values = (bm25_rank, bm25_score) if lst.retriever == "bm25" else (dense_rank, dense_score)
-        for rank, (chunk_id, value) in enumerate(lst.hits, start=1):
-            scores[chunk_id] += weight / (settings.rrf_k + rank)
-            if lst.primary or chunk_id not in ranks:
-                ranks[chunk_id] = min(rank, ranks.get(chunk_id, rank))
-                values[chunk_id] = max(value, values.get(chunk_id, value))
-    order = sorted(scores, key=lambda cid: (-scores[cid], cid))
-    return [
-        Fused(
-            chunk_id=chunk_id,
-            score=scores[chunk_id],
-            bm25_rank=bm25_rank.get(chunk_id),
-            dense_rank=dense_rank.get(chunk_id),
-            bm25_score=bm25_score.get(chunk_id),
-            dense_score=dense_score.get(chunk_id),
-        )
-        for chunk_id in order
-    ]
