@@ -44,6 +44,13 @@ class EmbeddingSettings(BaseModel):
     # pool for the largest batch) and is no slower on 2 cores.
     batch_size: int = Field(default=8, ge=1, le=1024)
     threads: int | None = Field(default=None, ge=1, description="ONNX Runtime threads; default: all cores.")
+    query_prefix: str | None = Field(
+        default=None,
+        description="Text put before every query; default: what the model expects (indexer/embedding/profiles.py).",
+    )
+    passage_prefix: str | None = Field(
+        default=None, description="Text put before every indexed passage; default: what the model expects."
+    )
 
 
 class ChunkingSettings(BaseModel):

@@ -137,7 +137,7 @@ def retrieve(
         # default only the original is embedded; `dense_rewrites` embeds every phrasing in one batch.
         dense_texts = variants if settings.dense_rewrites else variants[:1]
         t0 = time.perf_counter()
-        vectors = embedder.embed(dense_texts)
+        vectors = embedder.embed_queries(dense_texts)
         timer.span("embed", t0)
         t0 = time.perf_counter()
         per_variant: list[list[list[VectorHit]]] = [[] for _ in dense_texts]
