@@ -166,8 +166,7 @@ class _Previous:
         m = self.manifest
         return (
             m is not None
-            and m.embedding_model == embedder.model_id
-            and m.embedding_dimension == embedder.dimension
+            and gens.manifest_embedding(m) == embedder.config
             and m.chunking == chunking_fingerprint(settings)
             and m.parser_version == PARSER_VERSION
         )
@@ -508,6 +507,10 @@ def _publish(run: _Run, got: _Gathered) -> BuildSummary:
         generation=generation,
         embedding_model=run.embedder.model_id,
         embedding_dimension=run.embedder.dimension,
+        embedding_backend=run.embedder.config.backend,
+        embedding_mode=run.embedder.config.mode,
+        embedding_query_prefix=run.embedder.query_prefix,
+        embedding_passage_prefix=run.embedder.passage_prefix,
         chunking=chunking_fingerprint(settings),
         parser_version=PARSER_VERSION,
         chunk_count=len(got.chunks),
