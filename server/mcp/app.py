@@ -20,6 +20,7 @@ from mcp.types import (
 )
 from pydantic import Field
 
+from indexer import __version__
 from indexer.embedding import Embedder, shared_embedder
 from server.answering.cache import SemanticCache
 from server.answering.pipeline import Answerer, AnswerResult, SampledReply, SampleFn, validate_question
@@ -144,6 +145,7 @@ def create_mcp_server(
     )
     mcp = MCPServer(
         name="docgate",
+        version=__version__,
         instructions=INSTRUCTIONS,
         middleware=[AuditEveryCall(gateway)],
         **server_options,  # type: ignore[arg-type]
