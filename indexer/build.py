@@ -135,6 +135,11 @@ class BuildSummary(BaseModel):
     embed_seconds: float
     chunks_per_second: float
     embeddings_per_second: float
+    embedding_backend: Literal["fastembed", "openai"] = "fastembed"
+    embedding_tokens: int = Field(default=0, description="Input tokens a metered embedding API reported.")
+    embedding_cost_usd: float = Field(
+        default=0.0, description="Their price (embedding.remote.price_per_mtok)."
+    )
     source_kind: Literal["folder", "site"] = "folder"
     crawl: CrawlReport | None = Field(default=None, description="What the crawl did (site sources only).")
     partial: bool = Field(
@@ -225,6 +230,9 @@ class _Run:
     reuse: bool
     old_docs: dict[str, gens.DocumentRecord]
     version_changed: bool
+    # The embedder's metered usage when this build began (a shared embedder keeps counting).
+    tokens_at_start: int = 0
+    cost_at_start: float = 0.0
 
     @classmethod
     def start(
@@ -258,6 +266,8 @@ class _Run:
             version_changed=manifest is not None
             and (manifest.version, manifest.version_from_path)
             != (request.version, request.version_from_path),
+            tokens_at_start=embedder.tokens_billed,
+            cost_at_start=embedder.cost_usd,
         )
 
 
@@ -610,6 +620,9 @@ def _summary(
         embed_seconds=round(embed_seconds, 3),
         chunks_per_second=round(chunks / seconds, 2) if seconds > 0 else 0.0,
         embeddings_per_second=round(embedded / embed_seconds, 2) if embed_seconds > 0 else 0.0,
+        embedding_backend=run.embedder.config.backend,
+        embedding_tokens=run.embedder.tokens_billed - run.tokens_at_start,
+        embedding_cost_usd=round(run.embedder.cost_usd - run.cost_at_start, 6),
         source_kind=run.request.source_kind,
         crawl=got.crawl,
         partial=got.crawl is not None and got.crawl.partial,

@@ -12,7 +12,7 @@ import os
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import platformdirs
 from pydantic import BaseModel, Field, model_validator
@@ -22,6 +22,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from indexer.retrying import RetryPolicy
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -33,8 +35,45 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("docgate", appauthor=False))
 
 
+class RemoteEmbeddingSettings(RetryPolicy):
+    """An OpenAI-compatible `/v1/embeddings` API (OpenAI, Azure OpenAI, Ollama, vLLM, LM Studio, TEI)."""
+
+    url: str = Field(
+        default="http://127.0.0.1:11434/v1",
+        description="Base URL; `/embeddings` is appended (Azure: the deployment URL, with api_version).",
+    )
+    api_key_env: str | None = Field(
+        default=None, description="Env var holding the API key (sent as a bearer token); unset: no key."
+    )
+    api_version: str | None = Field(default=None, description="Azure OpenAI `api-version` query parameter.")
+    dimension: int | None = Field(
+        default=None,
+        ge=1,
+        le=65536,
+        description="Vector size the model returns; required (checked on every reply).",
+    )
+    batch_size: int = Field(default=64, ge=1, le=2048, description="Texts per request.")
+    concurrency: int = Field(default=4, ge=1, le=64, description="Requests in flight at once during a build.")
+    timeout_s: float = Field(default=60.0, gt=0, le=600, description="Per request, while building.")
+    query_timeout_s: float = Field(
+        default=3.0,
+        gt=0,
+        le=120,
+        description="Whole budget for embedding one search query, retries included.",
+    )
+    price_per_mtok: float = Field(
+        default=0.0, ge=0, description="USD per million input tokens (build report)."
+    )
+
+
 class EmbeddingSettings(BaseModel):
-    model: str = Field(default=DEFAULT_MODEL, description="fastembed model name; the default ships offline.")
+    provider: Literal["fastembed", "openai"] = Field(
+        default="fastembed", description="fastembed: in process (offline default); openai: a remote API."
+    )
+    model: str = Field(
+        default=DEFAULT_MODEL,
+        description="fastembed model name (the default ships offline), or the remote API's model name.",
+    )
     model_dir: Path | None = Field(
         default=None,
         description="Directory with model.onnx + tokenizer files; default: assembled under the data dir.",
@@ -51,6 +90,14 @@ class EmbeddingSettings(BaseModel):
     passage_prefix: str | None = Field(
         default=None, description="Text put before every indexed passage; default: what the model expects."
     )
+    remote: RemoteEmbeddingSettings = Field(default_factory=RemoteEmbeddingSettings)
+
+    @model_validator(mode="after")
+    def _remote_needs_a_dimension(self) -> Self:
+        # Known before any call, so the server can check a generation without reaching the API.
+        if self.provider == "openai" and self.remote.dimension is None:
+            raise ValueError("embedding.remote.dimension is required with embedding.provider = 'openai'")
+        return self
 
 
 class ChunkingSettings(BaseModel):

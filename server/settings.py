@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from indexer.retrying import RetryPolicy
 from indexer.settings import IndexerSettings
 
 
@@ -122,6 +123,29 @@ class ProviderSettings(BaseModel):
     anthropic_version: str = "2023-06-01"
 
 
+class RerankSettings(RetryPolicy):
+    """A remote rerank API after fusion: Cohere/Jina `{query, documents}` or TEI `{query, texts}`."""
+
+    enabled: bool = Field(default=False, description="Reorder the head of each fused list by a reranker.")
+    url: str = Field(default="http://127.0.0.1:8080/rerank", description="Full URL of the rerank endpoint.")
+    api: Literal["cohere", "tei"] = Field(
+        default="cohere", description="cohere: Cohere/Jina/vLLM request shape; tei: Hugging Face TEI."
+    )
+    model: str | None = Field(default=None, description="Model name sent with each request (cohere shape).")
+    api_key_env: str | None = Field(
+        default=None, description="Env var holding the bearer token; unset: none."
+    )
+    top_n: int = Field(default=20, ge=2, le=200, description="Fused candidates sent to the reranker.")
+    max_chars: int = Field(default=2000, ge=100, le=20000, description="Characters of each chunk sent.")
+    timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Whole budget per search, retries included; then the fused order.",
+    )
+    max_retries: int = Field(default=1, ge=0, le=10, description="Retries within timeout_s.")
+
+
 class RetrievalSettings(BaseModel):
     # k=10 trusts the head of each list more than the classic 60; with dense ahead of BM25 that kept
     # fusion above dense alone on all three eval sets (Django, FAQ-derived, MCP spec; docs/evals.md).
@@ -147,6 +171,7 @@ class RetrievalSettings(BaseModel):
         default=2, ge=1, le=50, description="Diversity: cap per page in one result list."
     )
     snippet_chars: int = Field(default=240, ge=40, le=2000)
+    rerank: RerankSettings = Field(default_factory=RerankSettings)
 
 
 class ServeSettings(BaseModel):

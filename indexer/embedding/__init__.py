@@ -29,6 +29,10 @@ __all__ = [
 
 def load_embedder(settings: EmbeddingSettings, models_dir: Path) -> Embedder:
     """A fresh embedder for `settings` (the backend `embedding.provider` names)."""
+    if settings.provider == "openai":
+        from indexer.embedding.remote import RemoteEmbedder
+
+        return RemoteEmbedder(settings)
     from indexer.embedding.local import FastembedEmbedder
 
     return FastembedEmbedder(settings, models_dir)

@@ -60,6 +60,9 @@ class Embedder(ABC):
         self._stats_lock = threading.Lock()
         self.texts_embedded = 0
         self.calls = 0
+        # What a metered backend reported: input tokens and their price (zero in process).
+        self.tokens_billed = 0
+        self.cost_usd = 0.0
 
     @property
     def config(self) -> EmbeddingConfig:
@@ -92,6 +95,11 @@ class Embedder(ABC):
             self.texts_embedded += len(texts)
             self.calls += 1
         return normalise(rows)
+
+    def _bill(self, tokens: int, cost_usd: float) -> None:
+        with self._stats_lock:
+            self.tokens_billed += tokens
+            self.cost_usd += cost_usd
 
     def embed_passages(self, texts: Sequence[str]) -> Vectors:
         """L2-normalised float32 rows for texts the index stores, in order."""

@@ -13,13 +13,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from indexer.embedding import Embedder
+import structlog
+
+from indexer.embedding import Embedder, Vectors
+from indexer.errors import EmbeddingServiceFailed
 from indexer.lexical import LexicalHit
 from indexer.models import Chunk, ChunkFilter
 from indexer.vectors import VectorHit
+from server.errors import IndexUnavailable
 from server.retrieval.catalog import CatalogView, Snapshot
+from server.retrieval.rerank import shared_reranker
 from server.retrieval.rewriting import rewrite
 from server.settings import RetrievalSettings
+
+log = structlog.get_logger()
 
 Mode = Literal["hybrid", "bm25", "dense"]
 FEEDBACK_DEPTH = 5
@@ -50,6 +57,8 @@ class RetrievalResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     bm25_ids: list[list[str]] = field(default_factory=list)
     dense_ids: list[list[str]] = field(default_factory=list)
+    # Stages that failed and were skipped, each with why; the candidates are still valid.
+    degraded: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -105,6 +114,7 @@ def retrieve(
     timer.span("rewrite", t0)
 
     ranked: list[_Ranked] = []
+    degraded: list[str] = []
     if mode in ("hybrid", "bm25"):
         t0 = time.perf_counter()
         # BM25 takes the keyword form *instead of* the raw question when there is one: question words
@@ -137,29 +147,54 @@ def retrieve(
         # default only the original is embedded; `dense_rewrites` embeds every phrasing in one batch.
         dense_texts = variants if settings.dense_rewrites else variants[:1]
         t0 = time.perf_counter()
-        vectors = embedder.embed_queries(dense_texts)
+        vectors = _embed_queries(embedder, dense_texts, mode, degraded)
         timer.span("embed", t0)
-        t0 = time.perf_counter()
-        per_variant: list[list[list[VectorHit]]] = [[] for _ in dense_texts]
-        for snapshot in snapshots:
-            for index, hits in enumerate(snapshot.vectors.search_batch(vectors, flt, limit)):
-                for hit in hits:
-                    owner.setdefault(hit.chunk_id, snapshot)
-                per_variant[index].append(hits)
-        for index, per_collection in enumerate(per_variant):
-            ranked.append(_Ranked("dense", index, _merge_by_score(per_collection, limit), primary=index == 0))
-        timer.span("dense", t0)
+        if vectors is not None:
+            t0 = time.perf_counter()
+            per_variant: list[list[list[VectorHit]]] = [[] for _ in dense_texts]
+            for snapshot in snapshots:
+                for index, hits in enumerate(snapshot.vectors.search_batch(vectors, flt, limit)):
+                    for hit in hits:
+                        owner.setdefault(hit.chunk_id, snapshot)
+                    per_variant[index].append(hits)
+            for index, per_collection in enumerate(per_variant):
+                ranked.append(
+                    _Ranked("dense", index, _merge_by_score(per_collection, limit), primary=index == 0)
+                )
+            timer.span("dense", t0)
 
+    rerank = settings.rerank
     t0 = time.perf_counter()
-    candidates = _fuse(ranked, settings, owner, depth)
+    # Reranked or not, the head that goes to the reranker is fixed, so pages stay prefix-consistent.
+    candidates = _fuse(ranked, settings, owner, max(depth, rerank.top_n) if rerank.enabled else depth)
     timer.span("fuse", t0)
+    if rerank.enabled:
+        t0 = time.perf_counter()
+        outcome = shared_reranker(rerank).rerank(query.text, candidates)
+        timer.span("rerank", t0)
+        if outcome.failure is not None:
+            degraded.append(f"rerank skipped, fused order kept: {outcome.failure}")
+        candidates = outcome.candidates[:depth]
     return RetrievalResult(
         candidates=candidates,
         variants=variants,
         timings_ms=timer.spans,
         bm25_ids=[[cid for cid, _ in r.hits[:20]] for r in ranked if r.retriever == "bm25"],
         dense_ids=[[cid for cid, _ in r.hits[:20]] for r in ranked if r.retriever == "dense"],
+        degraded=degraded,
     )
+
+
+def _embed_queries(embedder: Embedder, texts: list[str], mode: Mode, degraded: list[str]) -> Vectors | None:
+    """Query vectors, or None when a remote embedding service failed and keyword results must do."""
+    try:
+        return embedder.embed_queries(texts)
+    except EmbeddingServiceFailed as error:
+        if mode == "dense":
+            raise IndexUnavailable(f"semantic search is unavailable: {error}") from None
+        log.warning("dense_search_skipped", reason=str(error))
+        degraded.append(f"semantic search skipped, keyword (BM25) results only: {error}")
+        return None
 
 
 def _bm25(

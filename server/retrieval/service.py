@@ -71,6 +71,11 @@ class SearchResult(BaseModel):
         description="Pass as `cursor` to get the next page; null when there is none."
     )
     truncated: bool = Field(description="True when max_tokens cut the page short (next_cursor continues it).")
+    degraded: bool = Field(
+        default=False,
+        description="True when a search stage failed and was skipped (see degraded_reasons); hits are still valid.",
+    )
+    degraded_reasons: list[str] = Field(default_factory=list, description="Which stage was skipped and why.")
 
 
 class ChunkView(BaseModel):
@@ -286,7 +291,7 @@ class DocService:
         has_more = len(result.candidates) > offset + len(page) and offset + len(page) < MAX_RESULTS
         snippets = self._snippets(view, query, page)
         hits = [self._hit(c, view, snippets.get(c.chunk.chunk_id)) for c in page]
-        shaped, bound = self._fit(query, result.variants[1:], hits, max_tokens)
+        shaped, bound = self._fit(query, result.variants[1:], hits, max_tokens, result.degraded)
         shown = len(shaped.hits)
         # With nothing shown, a cursor would point at the same page again: the caller must raise max_tokens.
         if shown > 0 and (shown < len(hits) or has_more):
@@ -342,7 +347,12 @@ class DocService:
         return self.embedder.count_tokens(_json(model))
 
     def _fit(
-        self, query: str, variants: list[str], hits: list[SearchHit], max_tokens: int
+        self,
+        query: str,
+        variants: list[str],
+        hits: list[SearchHit],
+        max_tokens: int,
+        degraded: Sequence[str] = (),
     ) -> tuple[SearchResult, int]:
         """Keep whole hits in rank order while the response stays within `max_tokens`.
 
@@ -351,7 +361,13 @@ class DocService:
         tokens plus each hit's plus one per separating comma; counting two per hit bounds it.
         """
         result = SearchResult(
-            query=query, rewritten_queries=variants, hits=[], next_cursor=None, truncated=False
+            query=query,
+            rewritten_queries=variants,
+            hits=[],
+            next_cursor=None,
+            truncated=False,
+            degraded=bool(degraded),
+            degraded_reasons=list(degraded),
         )
         # Reserve room for the cursor added after fitting (base64 costs about one token per 2 characters).
         budget = max_tokens - 60
