@@ -25,7 +25,7 @@ from server.retrieval.catalog import Catalog
 from server.retrieval.service import Access, DocService
 from tests.conftest import FIXTURE_CORPUS, settings_for
 from tests.fake_services import FakeServices, Reply
-from tests.mcp_harness import call, stdio_session
+from tests.mcp_harness import call, call_error, stdio_session
 
 ACCESS = Access(tenant="default", allowed=lambda name: True)
 TEXTS = [f"How do I configure feature number {i} of the cache?" for i in range(10)]
@@ -230,14 +230,19 @@ def test_the_server_searches_through_the_api_and_flags_keyword_only_results_when
         "DOCGATE_EMBEDDING__REMOTE__QUERY_TIMEOUT_S": "0.5",
     }
 
-    async def main() -> tuple[dict[str, Any], dict[str, Any]]:
+    async def main() -> tuple[dict[str, Any], dict[str, Any], str]:
         async with stdio_session(data_dir, **env) as session:
             healthy = await call(session, "search", query="configure the cache")
             fake.default = Reply(status=503)
             down = await call(session, "search", query="configure the cache")
-            return healthy, down
+            # An answer needs the question's vector (cache, grounding): a clear tool error, not "internal".
+            answer_error = await call_error(
+                session, "grounded_answer", question="How do I configure the cache?"
+            )
+            return healthy, down, answer_error
 
-    healthy, down = anyio.run(main)
+    healthy, down, answer_error = anyio.run(main)
+    assert "embedding service" in answer_error and "HTTP 503" in answer_error
     assert healthy["hits"] and healthy["degraded"] is False
     assert any(h["dense_rank"] is not None for h in healthy["hits"])
     assert down["hits"] and down["degraded"] is True
