@@ -69,7 +69,7 @@ def test_the_head_of_the_fused_list_takes_the_rerankers_order(lumen_data_dir, mo
 @pytest.mark.parametrize(
     ("reply", "reason"),
     [
-        (Reply(delay_s=3), "no answer within 0.5s"),
+        (Reply(delay_s=20), "no answer within 0.5s"),
         (Reply(status=500), "HTTP 500"),
         (Reply(status=400), "HTTP 400"),
         (Reply(raw_body='{"unexpected": true}'), "not a rerank response"),
@@ -91,7 +91,7 @@ def test_a_failing_reranker_keeps_the_fused_order_and_says_so(
     )
     started = time.monotonic()
     result = search(svc)
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 8  # the 0.5 s budget, not a 20 s hang
     assert [h.chunk_id for h in result.hits] == [h.chunk_id for h in fused.hits]
     assert result.degraded
     assert reason in result.degraded_reasons[0] and "fused order kept" in result.degraded_reasons[0]
