@@ -83,6 +83,9 @@ class EmbeddingSettings(BaseModel):
     # pool for the largest batch) and is no slower on 2 cores.
     batch_size: int = Field(default=8, ge=1, le=1024)
     threads: int | None = Field(default=None, ge=1, description="ONNX Runtime threads; default: all cores.")
+    query_cache_size: int = Field(
+        default=1024, ge=0, le=1_000_000, description="Recent search queries whose vectors are kept (0: off)."
+    )
     query_prefix: str | None = Field(
         default=None,
         description="Text put before every query; default: what the model expects (indexer/embedding/profiles.py).",

@@ -8,8 +8,10 @@ sizes and response budgets are measured in the tokens of the bundled model's tok
 
 from __future__ import annotations
 
+import json
 import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -20,6 +22,8 @@ from tokenizers import Tokenizer
 
 Vectors = npt.NDArray[np.float32]
 InputKind = Literal["query", "passage"]
+SEQUENTIAL_COUNT_MAX = 64
+TRUNCATE_WINDOW_CHARS_PER_TOKEN = 8
 
 
 class EmbeddingConfig(BaseModel):
@@ -49,12 +53,26 @@ class Embedder(ABC):
     model_id: str
     dimension: int
 
-    def __init__(self, counter: Tokenizer, query_prefix: str = "", passage_prefix: str = "") -> None:
+    def __init__(
+        self,
+        counter: Tokenizer,
+        query_prefix: str = "",
+        passage_prefix: str = "",
+        query_cache_size: int = 1024,
+    ) -> None:
         # A copy of the tokenizer without truncation or padding, to measure real lengths.
         counter = Tokenizer.from_str(counter.to_str())
         counter.no_truncation()
         counter.no_padding()
         self._counter = counter
+        # BERT-style pre-tokenizers cut before and after every punctuation character, so the token
+        # count of a text is the sum of the counts of its pieces when it is cut next to one.
+        self.splits_at_punctuation = (
+            json.loads(counter.to_str()).get("pre_tokenizer", {}).get("type") == "BertPreTokenizer"
+        )
+        self._query_cache: OrderedDict[str, Vectors] = OrderedDict()
+        self._query_cache_size = query_cache_size
+        self.query_cache_hits = 0
         self.query_prefix = query_prefix
         self.passage_prefix = passage_prefix
         self._stats_lock = threading.Lock()
@@ -106,8 +124,38 @@ class Embedder(ABC):
         return self._embed(texts, "passage")
 
     def embed_queries(self, texts: Sequence[str]) -> Vectors:
-        """L2-normalised float32 rows for search queries, in order."""
-        return self._embed(texts, "query")
+        """L2-normalised float32 rows for search queries, in order, through a small LRU of vectors.
+
+        The returned matrix is a fresh copy, so callers may not corrupt the cache.
+        """
+        rows: list[Vectors | None] = []
+        missing: list[str] = []
+        with self._stats_lock:
+            for text in texts:
+                row = self._query_cache.get(text)
+                if row is not None:
+                    self._query_cache.move_to_end(text)
+                    self.query_cache_hits += 1
+                else:
+                    missing.append(text)
+                rows.append(row)
+        if missing:
+            unique = list(dict.fromkeys(missing))
+            fresh = dict(zip(unique, self._embed(unique, "query"), strict=True))
+            with self._stats_lock:
+                for text, row in fresh.items():
+                    self._query_cache[text] = row
+                    self._query_cache.move_to_end(text)
+                # Agents repeat and page through the same queries; 0 turns the cache off.
+                while len(self._query_cache) > self._query_cache_size:
+                    self._query_cache.popitem(last=False)
+            rows = [fresh[text] if row is None else row for text, row in zip(texts, rows, strict=True)]
+        if not rows:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.stack([row for row in rows if row is not None]).astype(np.float32, copy=True)
+
+    def warm_queries(self) -> None:  # noqa: B027 - optional hook: only the in-process model has one
+        """Load what embedding a query needs now (a server calls this at start-up, not on its first search)."""
 
     def embed_query(self, text: str) -> Vectors:
         """One query's row, shape (dimension,)."""
@@ -125,10 +173,24 @@ class Embedder(ABC):
     def count_tokens_batch(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
+        if len(texts) <= SEQUENTIAL_COUNT_MAX:
+            # A search page's few texts: the tokenizer's parallel batch path costs as much CPU and, on
+            # a busy machine, waits for its worker threads to be scheduled (measured 9.2 ms of wall time
+            # against 6.7 ms one by one, for the same 2 ms of CPU).
+            return [len(self._counter.encode(text, add_special_tokens=False).ids) for text in texts]
         return [len(e.ids) for e in self._counter.encode_batch(list(texts), add_special_tokens=False)]
 
     def truncate_to_tokens(self, text: str, max_tokens: int) -> str:
         """The longest prefix of `text` within `max_tokens` model tokens, cut at a token boundary."""
+        window = max_tokens * TRUNCATE_WINDOW_CHARS_PER_TOKEN
+        if self.splits_at_punctuation and max_tokens > 0 and len(text) > window:
+            # Cutting a snippet from a long chunk: tokenize only its head. Words wholly inside the head
+            # tokenize as in the whole text; only its last word may be cut short, so the head decides
+            # the cut whenever the cut falls before that last word.
+            head = self._counter.encode(text[:window], add_special_tokens=False)
+            words = head.word_ids
+            if len(words) > max_tokens and words[max_tokens - 1] != words[-1]:
+                return text[: head.offsets[max_tokens - 1][1]]
         encoding = self._counter.encode(text, add_special_tokens=False)
         if len(encoding.ids) <= max_tokens:
             return text

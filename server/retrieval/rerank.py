@@ -25,7 +25,7 @@ from indexer.retrying import backoff_delay, parse_retry_after, retryable_status
 from server.settings import RerankSettings
 
 if TYPE_CHECKING:
-    from server.retrieval.hybrid import Candidate
+    from server.retrieval.selection import Candidate
 
 log = structlog.get_logger()
 
