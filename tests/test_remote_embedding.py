@@ -210,7 +210,8 @@ def test_a_build_through_the_api_reports_usage_and_searches_like_the_local_model
 
     fake.default = Reply(delay_s=20)  # the API hangs: keyword results, flagged
     started = time.monotonic()
-    degraded = service.search(ACCESS, question, k=5).result
+    # A new question: the one above is in the query-vector cache and would not reach the API.
+    degraded = service.search(ACCESS, "where are cached responses stored", k=5).result
     assert time.monotonic() - started < 8  # the 1 s query budget, not the 20 s hang
     assert degraded.degraded and degraded.hits
     assert "semantic search skipped" in degraded.degraded_reasons[0]
@@ -235,7 +236,7 @@ def test_the_server_searches_through_the_api_and_flags_keyword_only_results_when
         async with stdio_session(data_dir, **env) as session:
             healthy = await call(session, "search", query="configure the cache")
             fake.default = Reply(status=503)
-            down = await call(session, "search", query="configure the cache")
+            down = await call(session, "search", query="cache settings")  # not in the query-vector cache
             # An answer needs the question's vector (cache, grounding): a clear tool error, not "internal".
             answer_error = await call_error(
                 session, "grounded_answer", question="How do I configure the cache?"
