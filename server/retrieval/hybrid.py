@@ -26,6 +26,7 @@ from indexer.lexical import LexicalHit
 from indexer.models import Chunk, ChunkFilter
 from indexer.vectors import VectorHit
 from server.errors import IndexUnavailable
+from server.observability.stages import StageTimer
 from server.retrieval.catalog import CatalogView, Snapshot
 from server.retrieval.rerank import shared_reranker
 from server.retrieval.rewriting import rewrite
@@ -79,14 +80,6 @@ def _merge_by_score(
     merged = [(h.chunk_id, h.score) for hits in per_collection for h in hits]
     merged.sort(key=lambda pair: pair[1], reverse=True)
     return merged[:limit]
-
-
-class _Timer:
-    def __init__(self) -> None:
-        self.spans: dict[str, float] = {}
-
-    def span(self, name: str, started: float) -> None:
-        self.spans[name] = round(self.spans.get(name, 0.0) + (time.perf_counter() - started) * 1000, 3)
 
 
 @dataclass
@@ -159,7 +152,7 @@ def retrieve(
     )
     # Independent of `depth`, so page n of a result list is a prefix-consistent slice of page n+1's list.
     limit = settings.candidates
-    timer = _Timer()
+    timer = StageTimer()
 
     t0 = time.perf_counter()
     variants = [query.text]
@@ -243,7 +236,7 @@ def _embed_queries(embedder: Embedder, texts: list[str], mode: Mode, degraded: l
 
 
 def _tiers(
-    lists: _Lists, first: list[Ranked], limit: int, settings: RetrievalSettings, timer: _Timer
+    lists: _Lists, first: list[Ranked], limit: int, settings: RetrievalSettings, timer: StageTimer
 ) -> Iterator[list[Fused]]:
     """The fused ranking of the first lists, then of what each deeper search adds (lazily)."""
     ranked = first

@@ -3,7 +3,6 @@ and the pieces every hit and fetched chunk shares (provenance, injection flags).
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -102,13 +101,6 @@ class SearchOutcome:
     tokens: int
 
 
-@functools.lru_cache(maxsize=8192)
-def screen_cached(text: str) -> tuple[str, ...]:
-    """Injection flags of a chunk's text. Chunks are immutable, and the same ones recur across
-    requests, so the regex screen runs once per distinct text rather than once per hit."""
-    return tuple(screen(text))
-
-
 def provenance(chunk: Chunk, snapshot: Snapshot) -> dict[str, Any]:
     """Where a chunk comes from: the fields every hit and every fetched chunk carries."""
     return {
@@ -124,7 +116,7 @@ def provenance(chunk: Chunk, snapshot: Snapshot) -> dict[str, Any]:
 
 
 def chunk_view(chunk: Chunk, snapshot: Snapshot) -> ChunkView:
-    flags = list(screen_cached(chunk.text))
+    flags = screen(chunk.text)
     return ChunkView(
         **provenance(chunk, snapshot),
         position=chunk.position,

@@ -14,9 +14,9 @@ from indexer.embedding import Embedder
 from server.retrieval import cursors
 from server.retrieval.budget import ResponseBudget
 from server.retrieval.hybrid import Candidate, Mode, RetrievalQuery, RetrievalResult, retrieve
-from server.retrieval.results import SearchHit, SearchOutcome, provenance, screen_cached
+from server.retrieval.results import SearchHit, SearchOutcome, provenance
 from server.retrieval.scope import Scope
-from server.security.guards import neutralize
+from server.security.guards import neutralize, screen
 from server.settings import RetrievalSettings
 
 MAX_RESULTS = 100  # deepest result a cursor can page to
@@ -110,7 +110,7 @@ def _hit(
 ) -> SearchHit:
     chunk = candidate.chunk
     snapshot = scope.view.snapshots[chunk.collection]
-    flags = list(screen_cached(chunk.text))
+    flags = screen(chunk.text)
     if snippet is None:
         # Dense-only hits have no matching terms: show the chunk's opening instead.
         snippet = embedder.truncate_to_tokens(chunk.text, settings.snippet_chars // 4)

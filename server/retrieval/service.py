@@ -29,7 +29,6 @@ from server.retrieval.results import (
     SearchHit,
     SearchOutcome,
     SearchResult,
-    screen_cached,
 )
 from server.retrieval.scope import Access, Scope
 from server.retrieval.search import MAX_RESULTS, retrieve_in, search_page
@@ -47,7 +46,6 @@ __all__ = [
     "SearchHit",
     "SearchOutcome",
     "SearchResult",
-    "screen_cached",
 ]
 
 
