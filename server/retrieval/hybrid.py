@@ -17,19 +17,26 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import structlog
+
 from indexer.embedding import Embedder, Vectors
+from indexer.errors import EmbeddingServiceFailed
 from indexer.lexical import LexicalHit
 from indexer.models import Chunk, ChunkFilter
 from indexer.vectors import VectorHit
+from server.errors import IndexUnavailable
 from server.observability.stages import StageTimer
 from server.retrieval.catalog import CatalogView, Snapshot
 from server.retrieval.fusion import Ranked as Ranked  # re-exported beside `retrieve`
 from server.retrieval.fusion import rrf_fuse
+from server.retrieval.rerank import shared_reranker
 from server.retrieval.rewriting import rewrite
 from server.retrieval.selection import Candidate, Fused, select
 from server.settings import RetrievalSettings
 
 __all__ = ["FEEDBACK_DEPTH", "Candidate", "Mode", "RetrievalQuery", "RetrievalResult", "retrieve"]
+
+log = structlog.get_logger()
 
 Mode = Literal["hybrid", "bm25", "dense"]
 FEEDBACK_DEPTH = 5
@@ -53,6 +60,8 @@ class RetrievalResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     bm25_ids: list[list[str]] = field(default_factory=list)
     dense_ids: list[list[str]] = field(default_factory=list)
+    # Stages that failed and were skipped, each with why; the candidates are still valid.
+    degraded: list[str] = field(default_factory=list)
 
 
 def _merge_by_score(
@@ -142,6 +151,7 @@ def retrieve(
     timer.span("rewrite", t0)
 
     ranked: list[Ranked] = []
+    degraded: list[str] = []
     if mode in ("hybrid", "bm25"):
         t0 = time.perf_counter()
         # BM25 takes the keyword form *instead of* the raw question when there is one: question words
@@ -168,29 +178,51 @@ def retrieve(
         # default only the original is embedded; `dense_rewrites` embeds every phrasing in one batch.
         dense_texts = variants if settings.dense_rewrites else variants[:1]
         t0 = time.perf_counter()
-        lists.vectors = embedder.embed_queries(dense_texts)
+        lists.vectors = _embed_queries(embedder, dense_texts, mode, degraded)
         timer.span("embed", t0)
         t0 = time.perf_counter()
         ranked.extend(lists.dense(limit))
         timer.span("dense", t0)
 
+    rerank = settings.rerank
     t0 = time.perf_counter()
+    # Reranked or not, the head that goes to the reranker is fixed, so pages stay prefix-consistent.
     candidates = select(
         _tiers(lists, ranked, limit, settings, timer),
         lists.resolve,
-        depth=depth,
+        depth=max(depth, rerank.top_n) if rerank.enabled else depth,
         cap=settings.max_chunks_per_document,
     )
     timer.span("fuse", t0)
     if "deepen" in timer.spans:  # the deeper searches ran inside the walk: report them apart
         timer.spans["fuse"] = round(timer.spans["fuse"] - timer.spans["deepen"], 3)
+    if rerank.enabled:
+        t0 = time.perf_counter()
+        outcome = shared_reranker(rerank).rerank(query.text, candidates)
+        timer.span("rerank", t0)
+        if outcome.failure is not None:
+            degraded.append(f"rerank skipped, fused order kept: {outcome.failure}")
+        candidates = outcome.candidates[:depth]
     return RetrievalResult(
         candidates=candidates,
         variants=variants,
         timings_ms=timer.spans,
         bm25_ids=[[cid for cid, _ in r.hits[:20]] for r in ranked if r.retriever == "bm25"],
         dense_ids=[[cid for cid, _ in r.hits[:20]] for r in ranked if r.retriever == "dense"],
+        degraded=degraded,
     )
+
+
+def _embed_queries(embedder: Embedder, texts: list[str], mode: Mode, degraded: list[str]) -> Vectors | None:
+    """Query vectors, or None when a remote embedding service failed and keyword results must do."""
+    try:
+        return embedder.embed_queries(texts)
+    except EmbeddingServiceFailed as error:
+        if mode == "dense":
+            raise IndexUnavailable(f"semantic search is unavailable: {error}") from None
+        log.warning("dense_search_skipped", reason=str(error))
+        degraded.append(f"semantic search skipped, keyword (BM25) results only: {error}")
+        return None
 
 
 def _tiers(
