@@ -31,7 +31,7 @@ import structlog
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from indexer import generations as gens
-from indexer.chunking import chunk_document
+from indexer.chunking import CHUNK_LABELS_VERSION, chunk_document
 from indexer.crawl import CrawlError, CrawlOptions, CrawlReport, CrawlResult, Validators, crawl
 from indexer.embedding import Embedder, shared_embedder
 from indexer.errors import CorruptGeneration, CrawlFailed, SourceError
@@ -78,6 +78,19 @@ class BuildRequest(BaseModel):
     include: list[str] = Field(default_factory=list, description="Folder globs; a site has its own.")
     exclude: list[str] = Field(default_factory=list, description="Folder globs; a site has its own.")
     incremental: bool = False
+    base_url: str | None = Field(
+        default=None,
+        description="Public URL of a folder's root on the web; pages link to base_url + their path.",
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_base(cls, url: str | None) -> str | None:
+        if url is not None:
+            if not re.match(r"^https?://[^/\s]+", url):
+                raise ValueError(f"--base-url {url!r} must be an http:// or https:// URL")
+            url = url if url.endswith("/") else url + "/"
+        return url
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> BuildRequest:
@@ -143,7 +156,9 @@ class BuildSummary(BaseModel):
 
 
 def chunking_fingerprint(settings: IndexerSettings) -> dict[str, int]:
-    return settings.chunking.model_dump()
+    # `labels`: what chunks record besides their text (2: per-section parts, overlap, code); an
+    # index from before re-chunks its documents on update, reusing every vector whose text is unchanged.
+    return {**settings.chunking.model_dump(), "labels": CHUNK_LABELS_VERSION}
 
 
 class _Previous:
@@ -256,9 +271,10 @@ class _Run:
             started=started,
             reuse=reuse,
             old_docs=_reusable_records(request, manifest) if reuse else {},
+            # A new --base-url changes no chunk but must still be published.
             version_changed=manifest is not None
-            and (manifest.version, manifest.version_from_path)
-            != (request.version, request.version_from_path),
+            and (manifest.version, manifest.version_from_path, manifest.base_url)
+            != (request.version, request.version_from_path, request.base_url),
         )
 
 
@@ -505,6 +521,7 @@ def _publish(run: _Run, got: _Gathered) -> BuildSummary:
         version=run.request.version,
         version_from_path=run.request.version_from_path,
         versions=sorted({c.version for c in got.chunks}),
+        base_url=run.request.base_url,
         generation=generation,
         embedding_model=run.embedder.model_id,
         embedding_dimension=run.embedder.dimension,

@@ -109,6 +109,7 @@ def _request(
     exclude: list[str] | None,
     crawl_limits: dict[str, Any],
     incremental: bool,
+    base_url: str | None = None,
 ) -> BuildRequest:
     if (source is None) == (url is None):
         _fail("give exactly one source: --source PATH (a folder) or --url URL (a website)", 2)
@@ -129,6 +130,7 @@ def _request(
             include=include or [],
             exclude=exclude or [],
             incremental=incremental,
+            base_url=base_url,
         )
     except ValidationError as error:
         _fail(str(error.errors()[0]["msg"]).removeprefix("Value error, "), 2)
@@ -233,6 +235,14 @@ VersionFromPathOption = Annotated[
         "side by side, e.g. '^specification/([^/]+)/'; other documents get --version.",
     ),
 ]
+BaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url",
+        help="Where a folder's pages live on the web, e.g. https://docs.djangoproject.com/en/3.2/; "
+        "hits and pages then link to the live page.",
+    ),
+]
 IncludeOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -272,12 +282,15 @@ def build(
     max_pages: MaxPagesOption = None,
     max_depth: MaxDepthOption = None,
     allow_private: AllowPrivateOption = False,
+    base_url: BaseUrlOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Parse, chunk and embed every document under SOURCE (or crawled from URL) into a new generation, then publish it."""
     limits = _crawl_limits(max_pages, max_depth, allow_private)
-    request = _request(collection, source, url, version, version_from_path, include, exclude, limits, False)
+    request = _request(
+        collection, source, url, version, version_from_path, include, exclude, limits, False, base_url
+    )
     _run_build(request, config, as_json)
 
 
@@ -293,6 +306,7 @@ def update(
     max_pages: MaxPagesOption = None,
     max_depth: MaxDepthOption = None,
     allow_private: AllowPrivateOption = False,
+    base_url: BaseUrlOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -301,7 +315,9 @@ def update(
     A site is refreshed with conditional requests: pages the server reports unchanged are reused as they are.
     """
     limits = _crawl_limits(max_pages, max_depth, allow_private)
-    request = _request(collection, source, url, version, version_from_path, include, exclude, limits, True)
+    request = _request(
+        collection, source, url, version, version_from_path, include, exclude, limits, True, base_url
+    )
     _run_build(request, config, as_json)
 
 
