@@ -163,6 +163,9 @@ class ServeSettings(BaseModel):
         default=1.0, ge=0.05, le=3600, description="How often to look for new generations."
     )
     tenant: str = Field(default="default", description="Tenant of the stdio transport (the local operator).")
+    resource_page_size: int = Field(
+        default=100, ge=1, le=1000, description="Resources per `resources/list` page."
+    )
 
 
 class AuthSettings(BaseModel):
@@ -237,7 +240,19 @@ class CacheSettings(BaseModel):
     )
 
 
+class CollectionSettings(BaseModel):
+    """Serving choices for one collection (`[collections.<name>]`)."""
+
+    default_version: str = Field(
+        default="latest",
+        description="What a search without `version` reads: a label, 'latest' or a range such as '4.x'.",
+    )
+
+
 class ServerSettings(IndexerSettings):
+    collections: dict[str, CollectionSettings] = Field(
+        default_factory=dict, description="Per-collection serving settings, by collection name."
+    )
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
@@ -260,6 +275,10 @@ class ServerSettings(IndexerSettings):
                 if isinstance(data["audit"], dict):
                     data["audit"]["path"] = audit
         return data
+
+    def default_version(self, collection: str) -> str:
+        settings = self.collections.get(collection)
+        return settings.default_version if settings is not None else "latest"
 
     @property
     def audit_path(self) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -31,6 +31,25 @@ class RetrievalQuery:
     collections: tuple[str, ...]
     version: str | None = None
     path_prefix: str | None = None
+    # Labels each collection reads (resolved by `versions.resolve_scope`); replaces `version` when set.
+    versions: Mapping[str, tuple[str, ...]] | None = None
+    code_only: bool = False
+
+    def filter_for(self, collection: str) -> ChunkFilter:
+        """The engine filter of one collection: each collection may read different version labels."""
+        if self.versions is None:
+            return ChunkFilter(
+                collections=(collection,),
+                version=self.version,
+                path_prefix=self.path_prefix,
+                code_only=self.code_only,
+            )
+        return ChunkFilter(
+            collections=(collection,),
+            versions=self.versions.get(collection, ()),
+            path_prefix=self.path_prefix,
+            code_only=self.code_only,
+        )
 
 
 @dataclass
@@ -92,7 +111,7 @@ def retrieve(
     """The fused, deduplicated, diversity-capped candidates, best first (at most `depth`)."""
     use_rewrites = settings.rewrites if rewrites is None else rewrites
     snapshots = [view.snapshots[c] for c in query.collections if c in view.snapshots]
-    flt = ChunkFilter(collections=query.collections, version=query.version, path_prefix=query.path_prefix)
+    filters = {s.collection: query.filter_for(s.collection) for s in snapshots}
     # Independent of `depth`, so page n of a result list is a prefix-consistent slice of page n+1's list.
     limit = settings.candidates
     timer = _Timer()
@@ -111,7 +130,7 @@ def retrieve(
         # and stopwords only add noise to term matching (measured: better recall and MRR on both evals).
         index = len(variants) - 1
         ranked.append(
-            _Ranked("bm25", index, _bm25(snapshots, variants[index], flt, limit, owner), primary=True)
+            _Ranked("bm25", index, _bm25(snapshots, variants[index], filters, limit, owner), primary=True)
         )
         timer.span("bm25", t0)
         if use_rewrites and settings.rewrite_feedback:
@@ -126,7 +145,7 @@ def retrieve(
                     _Ranked(
                         "bm25",
                         len(variants) - 1,
-                        _bm25(snapshots, extra[-1], flt, limit, owner),
+                        _bm25(snapshots, extra[-1], filters, limit, owner),
                         primary=False,
                     )
                 )
@@ -142,7 +161,9 @@ def retrieve(
         t0 = time.perf_counter()
         per_variant: list[list[list[VectorHit]]] = [[] for _ in dense_texts]
         for snapshot in snapshots:
-            for index, hits in enumerate(snapshot.vectors.search_batch(vectors, flt, limit)):
+            for index, hits in enumerate(
+                snapshot.vectors.search_batch(vectors, filters[snapshot.collection], limit)
+            ):
                 for hit in hits:
                     owner.setdefault(hit.chunk_id, snapshot)
                 per_variant[index].append(hits)
@@ -163,11 +184,15 @@ def retrieve(
 
 
 def _bm25(
-    snapshots: Sequence[Snapshot], text: str, flt: ChunkFilter, limit: int, owner: dict[str, Snapshot]
+    snapshots: Sequence[Snapshot],
+    text: str,
+    filters: Mapping[str, ChunkFilter],
+    limit: int,
+    owner: dict[str, Snapshot],
 ) -> list[tuple[str, float]]:
     per_collection = []
     for snapshot in snapshots:
-        hits = snapshot.lexical.search(text, flt, limit)
+        hits = snapshot.lexical.search(text, filters[snapshot.collection], limit)
         for hit in hits:
             owner.setdefault(hit.chunk_id, snapshot)
         per_collection.append(hits)
