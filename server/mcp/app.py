@@ -25,9 +25,12 @@ from server.answering.cache import SemanticCache
 from server.answering.pipeline import Answerer, AnswerResult, SampledReply, SampleFn, validate_question
 from server.errors import UnknownChunk, UnknownCollection
 from server.mcp.gateway import AuditEveryCall, CallRecord, Gateway
+from server.mcp.resources import PageReader, page_request, register_resources
 from server.retrieval.catalog import Catalog
 from server.retrieval.cursors import load_secret
+from server.retrieval.pages import PageResult
 from server.retrieval.service import Access, CollectionList, DocService, FetchResult, SearchResult
+from server.retrieval.versions import validate_version_spec
 from server.security import guards
 from server.security.audit import AuditLog
 from server.security.limits import RateLimiter, TokenBudget
@@ -55,8 +58,19 @@ Set `neighbors` to n to also get the n passages before and after it in the same 
 order — useful when a passage starts mid-explanation or a code example continues. The result never
 exceeds `max_tokens` (farthest neighbours are dropped first, then the text is shortened)."""
 
-LIST_DESCRIPTION = """List the documentation collections you can search: name, version label, size and when
-each was indexed. Use the names for `search(collections=...)` and the versions for `search(version=...)`."""
+LIST_DESCRIPTION = """List the documentation collections you can search: name, version labels, size and when
+each was indexed. Use the names for `search(collections=...)` and the versions for `search(version=...)`.
+`version_details` gives each label newest first with its kind (release, prerelease, unversioned), its date
+for date labels, which one is `latest`, and which ones a search without `version` reads (`default`)."""
+
+READ_PAGE_DESCRIPTION = """Read a whole documentation page in reading order: headings, prose and code blocks
+intact, with its table of contents (`toc`).
+
+Pass a hit's `source` or `url` (or a page path, or a docgate:// resource URI) as `source`. A `source` with
+`#anchor`, or `section` (an anchor, a heading's text, or a heading path "A › B"), reads only that section
+and its subsections. The response never exceeds `max_tokens`; when the page is longer, pass `next_cursor`
+back as `cursor` with the same other arguments for the rest. Use it after `search` when one passage is not
+enough — a how-to with several steps, a reference entry with its examples."""
 
 ANSWER_DESCRIPTION = """Answer a question from the documentation, with numbered citations, or say that
 the docs do not answer it.
@@ -151,6 +165,12 @@ def create_mcp_server(
         **server_options,  # type: ignore[arg-type]
     )
     service = runtime.service
+    reader = PageReader(
+        runtime.catalog,
+        runtime.embedder,
+        load_secret(runtime.settings.data_dir / "server" / "cursor.key"),
+        runtime.settings.serve.resource_page_size,
+    )
 
     @mcp.tool(
         name="search", title="Search documentation", description=SEARCH_DESCRIPTION, annotations=READ_ONLY
@@ -169,6 +189,9 @@ def create_mcp_server(
         path_prefix: Annotated[
             str | None, Field(description="Only pages under this path, e.g. 'ref/models/'.")
         ] = None,
+        code_only: Annotated[
+            bool, Field(description="Only passages that hold a code block (code examples).")
+        ] = False,
     ) -> SearchResult:
         arguments = {
             "query": query,
@@ -178,12 +201,13 @@ def create_mcp_server(
             "max_tokens": max_tokens,
             "cursor": cursor,
             "path_prefix": path_prefix,
+            "code_only": code_only,
         }
 
         def core(access: Access, record: CallRecord) -> SearchResult:
             text = guards.validate_query(query)
             names = guards.validate_collections(collections)
-            label = guards.validate_version(version) if version is not None else None
+            label = validate_version_spec(version) if version is not None else None
             size = guards.validate_k(k)
             budget = guards.validate_max_tokens(max_tokens)
             prefix = guards.validate_path_prefix(path_prefix) if path_prefix is not None else None
@@ -197,6 +221,7 @@ def create_mcp_server(
                     k=size,
                     max_tokens=budget,
                     cursor=cursor,
+                    code_only=code_only is True,
                 )
             except UnknownCollection:
                 record.denied_reason = service.denial_reason(access, collections=names)
@@ -259,6 +284,41 @@ def create_mcp_server(
 
         return await gateway.call("list_collections", {}, core)
 
+    @mcp.tool(name="read_page", title="Read a page", description=READ_PAGE_DESCRIPTION, annotations=READ_ONLY)
+    async def read_page(
+        source: Annotated[
+            str,
+            Field(
+                description="A hit's `source` or `url`, a page path, or a docgate:// URI; may end in #anchor."
+            ),
+        ],
+        section: Annotated[
+            str | None, Field(description="Only this section: an anchor, a heading, or a path 'A › B'.")
+        ] = None,
+        max_tokens: Annotated[int, Field(description="Upper bound on the response size in tokens.")] = 4000,
+        cursor: Annotated[str | None, Field(description="`next_cursor` from the previous response.")] = None,
+        collection: Annotated[
+            str | None, Field(description="The page's collection, when the same path exists in several.")
+        ] = None,
+    ) -> PageResult:
+        arguments = {
+            "source": source,
+            "section": section,
+            "max_tokens": max_tokens,
+            "cursor": cursor,
+            "collection": collection,
+        }
+
+        def core(access: Access, record: CallRecord) -> PageResult:
+            request = page_request(source, section, max_tokens, cursor, collection)
+            result, size = reader.read(access, request, record)
+            record.tokens_out = size  # already measured for the budget: not counted again
+            return result
+
+        return await gateway.call("read_page", arguments, core)
+
+    register_resources(mcp, gateway, reader)
+
     @mcp.tool(
         name="grounded_answer",
         title="Answer from the documentation",
@@ -286,7 +346,7 @@ def create_mcp_server(
         async def core(access: Access, record: CallRecord) -> AnswerResult:
             text = validate_question(question)
             names = guards.validate_collections(collections)
-            label = guards.validate_version(version) if version is not None else None
+            label = validate_version_spec(version) if version is not None else None
             budget = guards.validate_max_tokens(max_tokens)
             result, trace = await runtime.answerer.answer(
                 access,

@@ -16,11 +16,12 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from indexer.embedding import Embedder
-from indexer.models import Chunk
-from server.errors import IndexUnavailable, UnknownChunk, UnknownCollection
-from server.retrieval import cursors
+from indexer.models import Chunk, ChunkPart
+from server.errors import IndexUnavailable, UnknownChunk, UnknownCollection, UnknownVersion
+from server.retrieval import cursors, links, versions
 from server.retrieval.catalog import Catalog, CatalogView, Snapshot
 from server.retrieval.hybrid import Candidate, Mode, RetrievalQuery, RetrievalResult, retrieve
+from server.retrieval.versions import VersionInfo
 from server.security.guards import InvalidArgument, neutralize, screen
 from server.settings import ServerSettings
 
@@ -51,6 +52,9 @@ class SearchHit(BaseModel):
     title: str = Field(description="Page title.")
     heading_path: list[str] = Field(description="Headings above the chunk, outermost first.")
     source: str = Field(description="Where to read it: page URL or path, with #anchor when known.")
+    url: str | None = Field(default=None, description="Live page URL with #anchor; null when unknown.")
+    has_code: bool = Field(default=False, description="True when the passage holds a code block.")
+    code_languages: list[str] = Field(default_factory=list, description="Languages of its code blocks.")
     snippet: str = Field(description="Best-matching passage; query terms in **bold**.")
     score: float = Field(description="Fused relevance (reciprocal rank fusion); higher is better.")
     bm25_rank: int | None = Field(description="Rank in the keyword (BM25) list, if it appeared there.")
@@ -80,6 +84,9 @@ class ChunkView(BaseModel):
     title: str
     heading_path: list[str]
     source: str
+    url: str | None = Field(default=None, description="Live page URL with #anchor; null when unknown.")
+    has_code: bool = False
+    code_languages: list[str] = Field(default_factory=list)
     position: int = Field(description="Position of the chunk in its document (0-based).")
     text: str
     truncated: bool = Field(default=False, description="True when max_tokens cut this text.")
@@ -105,6 +112,17 @@ class CollectionInfo(BaseModel):
     versions: list[str] = Field(
         description="Every version label its documents carry (for `search(version=...)`)."
     )
+    latest: str | None = Field(
+        default=None, description="The newest release label: what `version='latest'` reads."
+    )
+    default_version: str = Field(
+        default="latest", description="What a search without `version` reads in this collection."
+    )
+    version_details: list[VersionInfo] = Field(
+        default_factory=list,
+        description="Each label newest first: kind (release/prerelease/unversioned), date, latest, default.",
+    )
+    base_url: str | None = Field(default=None, description="Where the pages live on the web, when known.")
     documents: int
     chunks: int
     generation: int
@@ -113,6 +131,11 @@ class CollectionInfo(BaseModel):
 
 class CollectionList(BaseModel):
     collections: list[CollectionInfo]
+
+
+def _site_root(snapshot: Snapshot) -> str | None:
+    """A crawled collection's start URL (its pages carry their own URLs)."""
+    return snapshot.manifest.source if snapshot.manifest.source_kind == "site" else None
 
 
 def _json(model: BaseModel) -> str:
@@ -126,15 +149,14 @@ def screen_cached(text: str) -> tuple[str, ...]:
     return tuple(screen(text))
 
 
-def _provenance(chunk: Chunk, snapshot: Snapshot) -> dict[str, Any]:
+def _provenance(chunk: Chunk, snapshot: Snapshot, part: ChunkPart | None = None) -> dict[str, Any]:
     """Where a chunk comes from: the fields every hit and every fetched chunk carries."""
     return {
         "chunk_id": chunk.chunk_id,
         "collection": chunk.collection,
         "version": chunk.version,
         "title": chunk.title,
-        "heading_path": chunk.heading_path,
-        "source": chunk.source,
+        **links.labels(chunk, snapshot.manifest.base_url, part),
         "generation": snapshot.generation,
         "indexed_at": snapshot.indexed_at,
     }
@@ -181,15 +203,19 @@ class DocService:
                 "no documentation collection is available to you yet; an operator must publish one "
                 "with `docgate-index build`"
             )
-        if version is not None:
-            matching = [name for name in chosen if version in view.snapshots[name].versions]
-            if not matching:
-                versions = sorted({v for name in chosen for v in view.snapshots[name].versions})
-                raise UnknownCollection(
-                    f"no collection in scope has version {version!r}; available versions: {', '.join(versions)}"
-                )
-            chosen = matching
+        resolved = self.resolve_versions(chosen, version, view)
+        if not resolved:
+            raise UnknownVersion(versions.no_match_message(version, chosen, view.snapshots))
+        chosen = [name for name in chosen if name in resolved]
         return tuple(chosen)
+
+    def resolve_versions(
+        self, names: Sequence[str], version: str | None, view: CatalogView
+    ) -> dict[str, tuple[str, ...]]:
+        """Per collection in scope, the version labels this request reads (see `versions`)."""
+        return versions.resolve_scope(
+            names, lambda name: view.snapshots[name].versions, version, self.settings.default_version
+        )
 
     def denial_reason(
         self, access: Access, *, collections: Sequence[str] | None = None, chunk_id: str | None = None
@@ -217,6 +243,10 @@ class DocService:
                     name=name,
                     version=snap.version,
                     versions=snap.versions,
+                    latest=versions.newest_release(snap.versions),
+                    default_version=self.settings.default_version(name),
+                    version_details=versions.describe(snap.versions, self.settings.default_version(name)),
+                    base_url=snap.manifest.base_url or _site_root(snap),
                     documents=snap.manifest.document_count,
                     chunks=snap.manifest.chunk_count,
                     generation=snap.generation,
@@ -241,12 +271,21 @@ class DocService:
         mode: Mode = "hybrid",
         rewrites: bool | None = None,
         view: CatalogView | None = None,
+        code_only: bool = False,
     ) -> tuple[RetrievalResult, CatalogView]:
         view = view or self.catalog.view()
         scope = self.scope(access, collections, version, view)
+        labels = self.resolve_versions(scope, version, view)
         result = retrieve(
             view,
-            RetrievalQuery(text=query, collections=scope, version=version, path_prefix=path_prefix),
+            RetrievalQuery(
+                text=query,
+                collections=scope,
+                version=version,
+                path_prefix=path_prefix,
+                versions=labels,
+                code_only=code_only,
+            ),
             self.embedder,
             self.settings.retrieval,
             depth=depth,
@@ -266,14 +305,25 @@ class DocService:
         k: int = 8,
         max_tokens: int = 2000,
         cursor: str | None = None,
+        code_only: bool = False,
     ) -> SearchOutcome:
         view = self.catalog.view()
         scope = self.scope(access, collections, version, view)
-        context = cursors.digest(access.tenant, query, scope, version, path_prefix, k, view.generations)
+        labels = self.resolve_versions(scope, version, view)
+        context = cursors.digest(
+            access.tenant, query, scope, version, path_prefix, k, view.generations, labels, code_only
+        )
         offset = cursors.decode(self._cursor_secret, cursor, context) if cursor is not None else 0
         depth = min(offset + k + 1, MAX_RESULTS)
         result, _ = self.retrieve(
-            access, query, collections=scope, version=version, path_prefix=path_prefix, depth=depth, view=view
+            access,
+            query,
+            collections=scope,
+            version=version,
+            path_prefix=path_prefix,
+            depth=depth,
+            view=view,
+            code_only=code_only,
         )
         page = result.candidates[offset : offset + k]
         has_more = len(result.candidates) > offset + len(page) and offset + len(page) < MAX_RESULTS
@@ -322,7 +372,7 @@ class DocService:
             if len(snippet) < len(chunk.text):
                 snippet += " …"
         return SearchHit(
-            **_provenance(chunk, snapshot),
+            **_provenance(chunk, snapshot, links.shown_part(chunk, snippet)),
             snippet=neutralize(snippet) if flags else snippet,
             score=round(candidate.score, 6),
             bm25_rank=candidate.bm25_rank,
