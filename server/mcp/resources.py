@@ -192,7 +192,10 @@ def register_resources(mcp: MCPServer, gateway: Gateway, reader: PageReader) -> 
         def core(access: Access, record: CallRecord) -> ResourcePage:
             if not uri.startswith(pages.RESOURCE_SCHEME):
                 raise UnknownPage(f"unknown resource {uri[:200]!r}; resources look like {URI_TEMPLATE}")
-            request = page_request(uri, None, RESOURCE_MAX_TOKENS, None, None)
+            if len(uri) > SOURCE_MAX_CHARS:
+                raise InvalidArgument(f"uri: is {len(uri)} characters; the limit is {SOURCE_MAX_CHARS}")
+            # A resource is the whole page: no client budget applies, only this server-side bound.
+            request = PageRequest(uri, None, None, RESOURCE_MAX_TOKENS, None)
             result, size = reader.read(access, request, record)
             record.tokens_out = size
             return ResourcePage(uri=result.uri, text=result.text)

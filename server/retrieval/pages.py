@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from indexer.chunking import code_languages
 from indexer.models import Chunk
@@ -43,7 +44,7 @@ class TocEntry(BaseModel):
         description="Pass as `section` (or use the heading text) to read only this part."
     )
     # Kept out of the response (each entry would repeat its parents): `level` shows the nesting.
-    heading_path: list[str] = Field(exclude=True)
+    heading_path: SkipJsonSchema[list[str]] = Field(default_factory=list, exclude=True)
 
 
 class PageResult(BaseModel):
