@@ -267,3 +267,9 @@ def test_a_uri_may_name_latest_or_a_range_for_its_version(reader):
     assert read(reader, "docgate://shop/2.x/v2.0/guide.md")[0].version == "2.0"
     with pytest.raises(UnknownPage):
         read(reader, "docgate://shop/1.0/v2.0/guide.md")
+
+
+@pytest.mark.parametrize("source", ["v2.0/guide.md#shop-guide", "v2.0/guide.md#figure-3"])
+def test_an_anchor_of_the_title_or_of_no_heading_reads_the_whole_page(reader, source):
+    result, _ = read(reader, source)
+    assert result.section is None and result.text.startswith("# Shop guide") and "## Refunds" in result.text

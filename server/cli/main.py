@@ -183,6 +183,12 @@ def eval_command(
     answers: Annotated[
         bool, typer.Option("--answers/--no-answers", help="Also evaluate grounded answers.")
     ] = True,
+    agent: Annotated[
+        bool,
+        typer.Option(
+            "--agent/--no-agent", help="Also compare search, search + fetch_chunk and search + read_page."
+        ),
+    ] = True,
     config: ConfigOption = None,
 ) -> None:
     """Measure retrieval (bm25, dense, hybrid, hybrid+rewrites) and answers over a labelled dataset."""
@@ -204,6 +210,7 @@ def eval_command(
             collection=collection,
             version=version,
             progress=lambda step: print(f"eval: {step}", file=sys.stderr),
+            agent=agent,
         )
     except (IndexerError, ServiceError, OSError, ValueError) as error:
         _fail(str(error).splitlines()[0] if str(error) else type(error).__name__)

@@ -292,6 +292,31 @@ def _chunks_between(spans: list[tuple[int, int, str]], start: int, end: int) -> 
     return found
 
 
+def _section_asked(
+    page: Page, parts: list[_Segment], toc: list[TocEntry], section: str | None, anchor: str | None
+) -> list[str] | None:
+    """The section to read: `section` must name one; a source's #anchor falls back to the whole page
+    when it names the page itself (its title's anchor) or no heading (anchors of other elements)."""
+    if section is not None:
+        if _is_title(page, parts, section):
+            return None
+        return select_section(toc, section)
+    if anchor is None or _is_title(page, parts, anchor):
+        return None
+    try:
+        return select_section(toc, anchor)
+    except InvalidArgument:
+        return None
+
+
+def _is_title(page: Page, parts: list[_Segment], wanted: str) -> bool:
+    title = page.first.title
+    key = wanted.strip().lower()
+    return key == title.lower() or any(
+        s.anchor is not None and s.anchor.lower() == key and s.heading_path in ((), (title,)) for s in parts
+    )
+
+
 @dataclass(frozen=True)
 class PageRequest:
     source: str
@@ -317,8 +342,7 @@ def read_page(
     page = locate_page(view, allowed, ref)
     parts = segments(page.chunks)
     toc = _toc(page, parts)
-    wanted = request.section if request.section is not None else ref.anchor
-    within = select_section(toc, wanted) if wanted else None
+    within = _section_asked(page, parts, toc, request.section, ref.anchor)
     text, spans = render(page, parts, within)
     snapshot = page.snapshot
     context = cursors.digest(
