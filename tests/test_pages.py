@@ -273,3 +273,23 @@ def test_a_uri_may_name_latest_or_a_range_for_its_version(reader):
 def test_an_anchor_of_the_title_or_of_no_heading_reads_the_whole_page(reader, source):
     result, _ = read(reader, source)
     assert result.section is None and result.text.startswith("# Shop guide") and "## Refunds" in result.text
+
+
+def test_code_only_on_an_index_without_code_labels_says_to_refresh_it(
+    shop_data_dir, model_dir, embedder, tmp_path
+):
+    import shutil
+
+    from indexer import generations as gens
+    from server.errors import IndexUnavailable
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(shop_data_dir, data_dir)
+    gen_dir = gens.generation_dir(data_dir / "collections", "shop", 1)
+    manifest = gens.read_manifest(gen_dir)
+    old = {k: v for k, v in manifest.chunking.items() if k != "labels"}
+    gens.write_manifest(gen_dir, manifest.model_copy(update={"chunking": old}))
+    service = open_service(data_dir, model_dir, embedder)
+    with pytest.raises(IndexUnavailable, match="indexed before code labels"):
+        service.search(EVERYONE, "checkout", code_only=True)
+    assert service.search(EVERYONE, "checkout").result.hits  # everything else still works

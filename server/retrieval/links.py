@@ -12,9 +12,13 @@ page has no `url` and `source` stays the path.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from indexer.chunking import CHUNK_LABELS_VERSION
 from indexer.models import Chunk, ChunkPart
+from server.errors import IndexUnavailable
+from server.retrieval.catalog import Snapshot
 
 SOURCE_SUFFIXES = (".markdown", ".mdx", ".md", ".rst", ".txt")
 _ELLIPSIS = " …"
@@ -71,3 +75,14 @@ def labels(chunk: Chunk, base_url: str | None, part: ChunkPart | None = None) ->
         "has_code": chunk.has_code,
         "code_languages": [language for language in chunk.code_languages if language],
     }
+
+
+def require_code_labels(snapshots: Iterable[Snapshot]) -> None:
+    """A code-only search needs generations whose chunks record their code blocks."""
+    for snapshot in snapshots:
+        if snapshot.manifest.chunking.get("labels", 1) < CHUNK_LABELS_VERSION:
+            raise IndexUnavailable(
+                f"collection {snapshot.collection!r} was indexed before code labels existed, so it cannot "
+                f"be searched for code only; refresh it with `docgate-index update --collection "
+                f"{snapshot.collection} ...` (unchanged text keeps its vectors)"
+            )

@@ -276,6 +276,8 @@ class DocService:
         view = view or self.catalog.view()
         scope = self.scope(access, collections, version, view)
         labels = self.resolve_versions(scope, version, view)
+        if code_only:
+            links.require_code_labels(view.snapshots[name] for name in scope)
         result = retrieve(
             view,
             RetrievalQuery(
