@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from server.errors import ServiceError
 from server.retrieval import pages
+from server.retrieval.page_sources import PageRequest
 from server.retrieval.service import Access, DocService, SearchResult
 from server.security.guards import InvalidArgument
 
@@ -97,7 +98,7 @@ def _reads(
         page, page_size = pages.read_page(
             view,
             allowed,
-            pages.PageRequest(top.source, top.collection, None, READ_TOKENS, None),
+            PageRequest(top.source, top.collection, None, READ_TOKENS, None),
             tenant=access.tenant,
             secret=secret,
             count_tokens_batch=service.embedder.count_tokens_batch,

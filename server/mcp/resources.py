@@ -35,9 +35,10 @@ from pydantic import BaseModel
 from indexer.embedding import Embedder
 from server.errors import UnknownPage
 from server.mcp.gateway import CallRecord, Gateway
-from server.retrieval import cursors, pages
+from server.retrieval import cursors, page_sources, pages
 from server.retrieval.catalog import Catalog, CatalogView
-from server.retrieval.pages import PageRequest, PageResult
+from server.retrieval.page_sources import PageRequest
+from server.retrieval.pages import PageResult
 from server.retrieval.service import Access
 from server.security import guards
 from server.security.guards import InvalidArgument
@@ -78,7 +79,7 @@ class PageReader:
                 truncate=self.embedder.truncate_to_tokens,
             )
         except UnknownPage:
-            if pages.hidden_page_exists(view, hidden, request):
+            if page_sources.hidden_page_exists(view, hidden, request):
                 record.denied_reason = "page_not_granted"
             raise
         record.chunk_ids = result.chunk_ids
@@ -147,7 +148,7 @@ def register_resources(mcp: MCPServer, gateway: Gateway, reader: PageReader) -> 
     async def list_resources(ctx: Any, params: PaginatedRequestParams) -> ListResourcesResult:
         def core(access: Access, record: CallRecord) -> ResourceListing:
             view, allowed, _ = reader.view_for(access)
-            entries = pages.list_pages(view, allowed)
+            entries = page_sources.list_pages(view, allowed)
             context = cursors.digest(access.tenant, "resources/list", allowed, view.generations)
             offset = cursors.decode(reader.secret, params.cursor, context) if params.cursor else 0
             chosen = entries[offset : offset + reader.page_size]
@@ -190,7 +191,7 @@ def register_resources(mcp: MCPServer, gateway: Gateway, reader: PageReader) -> 
         uri = str(params.uri)
 
         def core(access: Access, record: CallRecord) -> ResourcePage:
-            if not uri.startswith(pages.RESOURCE_SCHEME):
+            if not uri.startswith(page_sources.RESOURCE_SCHEME):
                 raise UnknownPage(f"unknown resource {uri[:200]!r}; resources look like {URI_TEMPLATE}")
             if len(uri) > SOURCE_MAX_CHARS:
                 raise InvalidArgument(f"uri: is {len(uri)} characters; the limit is {SOURCE_MAX_CHARS}")
@@ -226,7 +227,7 @@ def register_resources(mcp: MCPServer, gateway: Gateway, reader: PageReader) -> 
                     {v for c in collections for v in view.snapshots[c].versions if v.startswith(value)}
                 )
             elif name == "path":
-                entries = pages.list_pages(view, collections)
+                entries = page_sources.list_pages(view, collections)
                 found = [
                     e.path
                     for e in entries
