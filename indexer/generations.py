@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import re
 import shutil
@@ -33,6 +32,7 @@ import structlog
 from pydantic import BaseModel, Field, ValidationError
 
 from indexer import __version__
+from indexer.atomic import fsync_dir, write_atomic
 from indexer.errors import (
     BuildLocked,
     CollectionNotFound,
@@ -116,14 +116,6 @@ def generation_dir(collections_dir: Path, name: str, generation: int) -> Path:
     return collection_dir(collections_dir, name) / f"gen-{generation}"
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def fsync_tree(root: Path) -> None:
     """fsync every file and directory under `root` (the generation must be durable before it is published)."""
     for directory, _, files in os.walk(root):
@@ -134,16 +126,6 @@ def fsync_tree(root: Path) -> None:
             finally:
                 os.close(fd)
         fsync_dir(Path(directory))
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
-    fsync_dir(path.parent)
 
 
 def write_manifest(gen_dir: Path, manifest: Manifest) -> None:
@@ -292,8 +274,3 @@ def now() -> datetime:
 
 def directory_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def manifest_summary(manifest: Manifest) -> dict[str, object]:
-    summary: dict[str, object] = json.loads(manifest.model_dump_json(exclude={"documents"}))
-    return summary

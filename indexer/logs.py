@@ -13,6 +13,17 @@ from typing import Any
 import structlog
 
 
+class _CurrentStderr:
+    """`sys.stderr` as it is when a line is written, not when logging was configured: a harness
+    that swaps stderr for a while (typer's CliRunner) closes its stand-in afterwards."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     """Configure structlog and stdlib logging once, in an entry point."""
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
@@ -28,7 +39,7 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
     # Libraries that use stdlib logging (httpx, uvicorn, mcp) also go to stderr only.

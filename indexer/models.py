@@ -118,10 +118,6 @@ class Chunk(BaseModel):
         return found
 
     @property
-    def heading_label(self) -> str:
-        return HEADING_SEPARATOR.join(self.heading_path)
-
-    @property
     def source(self) -> str:
         """Where a reader goes to see this chunk: a URL with anchor when known, else the path."""
         base = self.url or self.path

@@ -48,9 +48,9 @@ from bench_common import (
 
 from indexer.build import BuildRequest, build_collection
 from indexer.models import Chunk
-from server.mcp.app import build_runtime
 from server.retrieval.hybrid import Mode, RetrievalResult
 from server.retrieval.service import Access, DocService
+from server.runtime import build_runtime
 from server.settings import ServerSettings
 
 SERIES = ("bm25", "dense", "hybrid", "search")

@@ -1,1 +1,1 @@
-"""docgate server: the online side that answers MCP tool calls over an index generation."""
+"""docgate server: answers MCP tool calls over the published index generations."""

@@ -13,7 +13,8 @@ import pytest
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from server.settings import ServerSettings
+from indexer.settings import IndexerSettings
+from server.settings import RetrievalSettings, ServerSettings, SettingsError
 from tests.conftest import REPO
 from tests.mcp_harness import server_env
 
@@ -59,6 +60,125 @@ def test_chunks_larger_than_the_model_window_are_refused(tmp_path):
     config.write_text("[chunking]\ntarget_tokens = 250\nmax_tokens = 200\n", encoding="utf-8")
     with pytest.raises(ValueError, match="target_tokens"):
         ServerSettings.load(config)
+
+
+def test_a_misspelled_key_in_the_config_file_is_refused_with_the_valid_keys(tmp_path):
+    config = tmp_path / "docgate.toml"
+    config.write_text("[retrieval]\nrrf = 30\n", encoding="utf-8")
+    with pytest.raises(SettingsError) as caught:
+        ServerSettings.load(config)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "'retrieval.rrf'" in message and str(config) in message
+    assert "did you mean 'rrf_k'?" in message
+    for key in RetrievalSettings.model_fields:
+        assert key in message
+
+
+@pytest.mark.parametrize(
+    ("toml", "location", "valid"),
+    [
+        ("[answer.grounding]\nthreshhold = 0.4\n", "answer.grounding.threshhold", "relevance_threshold"),
+        (
+            "[answer]\nbackend = 'openai'\n[answer.provider]\nkind = 'openai'\nbase_url = 'http://x'\n"
+            "model = 'm'\ntimeout = 3\n",
+            "answer.provider.timeout",
+            "connect_timeout_s",
+        ),
+        ("log_levl = 'DEBUG'\n", "log_levl", "log_level"),
+        ("[serve]\nport = 9000\n", "serve.port", "reload_interval_s"),
+        ("[collections.django]\ndefault = '3.2'\n", "collections.django.default", "default_version"),
+    ],
+)
+def test_misspelled_keys_in_nested_tables_are_refused(tmp_path, toml, location, valid):
+    config = tmp_path / "docgate.toml"
+    config.write_text(toml, encoding="utf-8")
+    with pytest.raises(SettingsError, match=rf"unknown setting '{location}' .*valid keys of .*{valid}"):
+        ServerSettings.load(config)
+
+
+def test_a_misspelled_environment_variable_is_refused(monkeypatch):
+    monkeypatch.setenv("DOCGATE_RETRIEVAL__RRF", "30")
+    with pytest.raises(
+        SettingsError, match=r"'retrieval.rrf' in environment variable DOCGATE_RETRIEVAL__RRF"
+    ):
+        ServerSettings.load()
+    monkeypatch.delenv("DOCGATE_RETRIEVAL__RRF")
+    monkeypatch.setenv("DOCGATE_RETREIVAL__RRF_K", "30")
+    with pytest.raises(SettingsError, match=r"table 'retreival' .*did you mean 'retrieval'"):
+        IndexerSettings.load()
+    monkeypatch.delenv("DOCGATE_RETREIVAL__RRF_K")
+    monkeypatch.setenv("DOCGATE_ANSWER__GROUNDING__THRESHHOLD", "0.1")
+    with pytest.raises(SettingsError, match=r"'answer.grounding.threshhold' in environment variable"):
+        ServerSettings.load()
+    monkeypatch.delenv("DOCGATE_ANSWER__GROUNDING__THRESHHOLD")
+    monkeypatch.setenv("DOCGATE_LOG_LEVL", "DEBUG")
+    with pytest.raises(SettingsError, match=r"DOCGATE_LOG_LEVL \(did you mean 'log_level'\?\)"):
+        ServerSettings.load()
+
+
+def test_per_collection_settings_come_from_the_file_or_the_environment(monkeypatch, tmp_path):
+    config = tmp_path / "docgate.toml"
+    config.write_text("[collections.django]\ndefault_version = '3.2'\n", encoding="utf-8")
+    assert ServerSettings.load(config).default_version("django") == "3.2"
+    assert ServerSettings.load(config).default_version("fastapi") == "latest"
+    monkeypatch.setenv("DOCGATE_COLLECTIONS__FASTAPI__DEFAULT_VERSION", "0.x")
+    assert ServerSettings.load(config).default_version("fastapi") == "0.x"
+    monkeypatch.setenv("DOCGATE_COLLECTIONS__FASTAPI__DEFAULT_VERSON", "0.x")
+    with pytest.raises(SettingsError, match=r"'collections.fastapi.default_verson' in environment variable"):
+        ServerSettings.load(config)
+
+
+def test_unrelated_docgate_variables_such_as_provider_keys_are_left_alone(monkeypatch):
+    # A provider's api_key_env may name any variable, DOCGATE_* included: not a setting, not a typo.
+    monkeypatch.setenv("DOCGATE_OPENAI_KEY", "sk-test")
+    assert ServerSettings.load().log_level == "INFO"
+
+
+def test_short_environment_names_fill_their_tables_and_beat_the_long_forms(monkeypatch, tmp_path):
+    config = tmp_path / "docgate.toml"
+    config.write_text("[serve]\ntenant = 'from-file'\n", encoding="utf-8")
+    assert ServerSettings.load(config).serve.tenant == "from-file"
+    monkeypatch.setenv("DOCGATE_TENANT", "acme")
+    monkeypatch.setenv("DOCGATE_AUTH__TENANTS_FILE", "/long/tenants.toml")
+    monkeypatch.setenv("DOCGATE_TENANTS_FILE", "/short/tenants.toml")
+    settings = ServerSettings.load(config)
+    assert settings.serve.tenant == "acme"
+    assert settings.auth.tenants_file == Path("/short/tenants.toml")
+    # The short forms are environment-only: no second place for the value in a dump.
+    assert "short_tenant" not in settings.model_dump()
+
+
+def test_an_invalid_value_names_its_key_and_source(monkeypatch):
+    monkeypatch.setenv("DOCGATE_RETRIEVAL__RRF_K", "0")
+    with pytest.raises(SettingsError, match=r"invalid value for 'retrieval.rrf_k' in environment variable"):
+        ServerSettings.load()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["server.cli", "serve", "--stdio"],
+        ["server.cli", "search", "anything"],
+        ["indexer.cli", "build"],
+        ["indexer.cli", "list"],
+    ],
+    ids=["docgate-serve", "docgate-search", "docgate-index-build", "docgate-index-list"],
+)
+def test_a_settings_typo_stops_every_command_with_one_line_and_exit_2(tmp_path, command):
+    config = tmp_path / "docgate.toml"
+    config.write_text("[retrieval]\nrrf = 30\n", encoding="utf-8")
+    if command[1] == "build":
+        command = ["indexer.cli", "build", "--source", str(tmp_path), "--collection", "c"]
+    env = {**server_env(tmp_path / "data"), "DOCGATE_CONFIG": str(config)}
+    result = subprocess.run(
+        [sys.executable, "-m", *command], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: unknown setting 'retrieval.rrf'")
+    assert "rrf_k" in lines[0] and "Traceback" not in result.stderr
 
 
 def _stdio_entries() -> list[tuple[str, dict[str, object]]]:

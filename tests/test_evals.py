@@ -38,7 +38,7 @@ from server.evals.runner import (
     retrieval_metrics,
     run_eval,
 )
-from server.mcp.app import build_runtime
+from server.runtime import build_runtime
 from tests.conftest import REPO, settings_for
 from tests.eval_fixtures import mcp_data_dir, mcp_docs
 

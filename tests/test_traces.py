@@ -111,13 +111,3 @@ def test_trace_summarize_of_a_missing_file_fails_with_a_message(tmp_path: Path):
     result = CliRunner().invoke(app, ["trace", "summarize", str(tmp_path / "nope.log")])
     assert result.exit_code == 2
     assert "is not a file" in result.stderr
-
-
-def test_otel_export_stays_off_without_an_endpoint(monkeypatch: pytest.MonkeyPatch):
-    from server.observability import otel
-
-    for name in otel.ENDPOINT_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    exporter = otel._Exporter()
-    exporter.record({"tool": "search", "latency_ms": 3.0, "spans_ms": {"bm25": 1.0}})
-    assert exporter.tracer is None

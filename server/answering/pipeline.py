@@ -58,6 +58,7 @@ from server.answering.providers import (
     make_backend,
     parse_reply,
 )
+from server.observability.stages import StageTimer
 from server.retrieval.catalog import CatalogView
 from server.retrieval.hybrid import Candidate
 from server.retrieval.service import Access, DocService
@@ -537,13 +538,13 @@ class Answerer:
 
         retrieved = await anyio.to_thread.run_sync(self._retrieve, access, prepared)
         embed = memo_embed(self.embedder.embed)
-        generate_started = time.perf_counter()
-        written = await self._write(prepared.question, retrieved, max_tokens, embed, sample)
-        ground_started = time.perf_counter()
-        report = await anyio.to_thread.run_sync(
-            lambda: check(prepared.question, written.answer, retrieved.evidence, embed, self.grounding)
-        )
-        ground_ended = time.perf_counter()
+        timer = StageTimer(retrieved.timings_ms)
+        with timer.stage("generate"):
+            written = await self._write(prepared.question, retrieved, max_tokens, embed, sample)
+        with timer.stage("ground"):
+            report = await anyio.to_thread.run_sync(
+                lambda: check(prepared.question, written.answer, retrieved.evidence, embed, self.grounding)
+            )
         reasons = self._extra_reasons(written, report, retrieved.evidence)
         abstained = report.abstain or bool(reasons)
         result = self._shape(prepared, retrieved, written, report, reasons, abstained, trace_id, max_tokens)
@@ -566,12 +567,7 @@ class Answerer:
             "model_input_tokens": written.usage.input_tokens,
             "model_output_tokens": written.usage.output_tokens,
             "estimated_cost_usd": written.cost,
-            "spans_ms": {
-                **retrieved.timings_ms,
-                "generate": round((ground_started - generate_started) * 1000, 3),
-                "ground": round((ground_ended - ground_started) * 1000, 3),
-                "answer_total": round((time.monotonic() - started) * 1000, 3),
-            },
+            "spans_ms": {**timer.spans, "answer_total": round((time.monotonic() - started) * 1000, 3)},
         }
         # Abstentions are cached too: within one generation the same question retrieves the same
         # sources and would abstain again, and repeated unanswerable questions are the costly kind.

@@ -96,7 +96,11 @@ def serve(
     settings = _settings(config)
     if tenant:
         settings.serve.tenant = tenant
-    from server.mcp.app import build_runtime, create_mcp_server
+    from server.mcp.app import create_mcp_server
+    from server.observability import otel
+
+    otel.configure()  # before the server exists: the SDK's spans and docgate's share its provider
+    from server.runtime import build_runtime
 
     try:
         runtime = build_runtime(settings)
@@ -109,14 +113,7 @@ def serve(
         _fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
     if stdio:
         mcp, _ = create_mcp_server(runtime, "stdio")
-
-        async def run_stdio() -> None:
-            try:
-                await mcp.run_stdio_async()
-            finally:
-                await runtime.aclose()  # token usage to disk, the answer backends' HTTP client closed
-
-        anyio.run(run_stdio)
+        anyio.run(mcp.run_stdio_async)  # the runtime is the server's lifespan: closed when stdio ends
         return
     assert http is not None
     host, port = parse_bind(http)
@@ -147,20 +144,23 @@ def search(
     """Run the search tool's core from the shell and print its JSON result."""
     settings = _settings(config)
     from server.errors import ServiceError
-    from server.mcp.app import build_runtime
     from server.retrieval.service import Access
+    from server.runtime import build_runtime
     from server.security import guards
 
     try:
         runtime = build_runtime(settings)
-        grant = runtime.registry.tenant(tenant or settings.serve.tenant)
-        result = runtime.service.search(
-            Access(grant.name, grant.may_read),
-            guards.validate_query(query),
-            collections=guards.validate_collections(collection or None),
-            version=version,
-            k=guards.validate_k(k),
-        ).result
+        try:
+            grant = runtime.registry.tenant(tenant or settings.serve.tenant)
+            result = runtime.service.search(
+                Access(grant.name, grant.may_read),
+                guards.validate_query(query),
+                collections=guards.validate_collections(collection or None),
+                version=version,
+                k=guards.validate_k(k),
+            ).result
+        finally:
+            anyio.run(runtime.aclose)
     except (IndexerError, ServiceError, guards.InvalidArgument, LookupError) as error:
         _fail(str(error))
     sys.stdout.write(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n")
@@ -197,21 +197,24 @@ def eval_command(
 
     from server.errors import ServiceError
     from server.evals import runner as evals
-    from server.mcp.app import build_runtime
+    from server.runtime import build_runtime
 
     try:
         previous = evals.load_report(baseline) if baseline is not None else None
         runtime = build_runtime(settings)
-        report = evals.run_eval(
-            settings,
-            runtime.service,
-            runtime.answerer if answers else None,
-            dataset,
-            collection=collection,
-            version=version,
-            progress=lambda step: print(f"eval: {step}", file=sys.stderr),
-            agent=agent,
-        )
+        try:
+            report = evals.run_eval(
+                settings,
+                runtime.service,
+                runtime.answerer if answers else None,
+                dataset,
+                collection=collection,
+                version=version,
+                progress=lambda step: print(f"eval: {step}", file=sys.stderr),
+                agent=agent,
+            )
+        finally:
+            anyio.run(runtime.aclose)
     except (IndexerError, ServiceError, OSError, ValueError) as error:
         _fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
     regressions = evals.compare(report, previous, tolerance) if previous is not None else []

@@ -1,11 +1,9 @@
-"""Builds the MCP server: settings → runtime (catalog, embedder, tenants, audit, limits) → tools."""
+"""Builds the MCP server: the tools, their descriptions, and the runtime as the server's lifespan."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Literal
 
-import httpx
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.message import ServerMessageMetadata
 from mcp.types import (
@@ -20,22 +18,16 @@ from mcp.types import (
 )
 from pydantic import Field
 
-from indexer.embedding import Embedder, shared_embedder
-from server.answering.cache import SemanticCache
-from server.answering.pipeline import Answerer, AnswerResult, SampledReply, SampleFn, validate_question
+from server.answering.pipeline import AnswerResult, SampledReply, SampleFn, validate_question
 from server.errors import UnknownChunk, UnknownCollection
 from server.mcp.gateway import AuditEveryCall, CallRecord, Gateway
 from server.mcp.resources import PageReader, page_request, register_resources
-from server.retrieval.catalog import Catalog
 from server.retrieval.cursors import load_secret
 from server.retrieval.pages import PageResult
-from server.retrieval.service import Access, CollectionList, DocService, FetchResult, SearchResult
+from server.retrieval.service import Access, CollectionList, FetchResult, SearchResult
 from server.retrieval.versions import validate_version_spec
+from server.runtime import Runtime
 from server.security import guards
-from server.security.audit import AuditLog
-from server.security.limits import RateLimiter, TokenBudget
-from server.security.tenants import TenantRegistry
-from server.settings import ServerSettings
 
 INSTRUCTIONS = """docgate serves documentation. Use `search` to find relevant passages (it returns short
 snippets with stable chunk IDs, source links and live `url`s; `code_only` finds code examples), then
@@ -91,61 +83,17 @@ answer in the documentation." with pages worth reading — treat that as "not do
 an error. Narrow with `collections` and `version` as for `search`. Repeated questions may be served
 from a cache (`cached: true`)."""
 
+# What `max_tokens` counts, stated once for every tool that takes it. One copy is counted: that
+# bounds what a model reads when its client hands it the structured content or the text copy.
+MAX_TOKENS_HELP = (
+    "Upper bound on the result's size in tokens of docgate's tokenizer (all-MiniLM-L6-v2 WordPiece, "
+    "the count the token budget charges) over the result JSON. The text content repeats that JSON "
+    "for clients without structured output; the copy is not counted again."
+)
+
 READ_ONLY = ToolAnnotations(
     readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False
 )
-
-
-@dataclass
-class Runtime:
-    settings: ServerSettings
-    embedder: Embedder
-    catalog: Catalog
-    service: DocService
-    registry: TenantRegistry
-    audit: AuditLog
-    limiter: RateLimiter
-    budget: TokenBudget
-    http_client: httpx.AsyncClient
-    answerer: Answerer
-
-    async def aclose(self) -> None:
-        """At shutdown: write the tenants' token usage now (it is otherwise checkpointed every few
-        seconds, and a restart must not hand out what was already spent), then release the shared
-        HTTP client of the answer backends."""
-        self.budget.close()
-        await self.http_client.aclose()
-
-
-def build_runtime(settings: ServerSettings) -> Runtime:
-    embedder = shared_embedder(settings.embedding, settings.models_dir)
-    catalog = Catalog(
-        settings, embedder.model_id, embedder.dimension, interval=settings.serve.reload_interval_s
-    )
-    secret = load_secret(settings.data_dir / "server" / "cursor.key")
-    service = DocService(settings, catalog, embedder, secret)
-    registry = TenantRegistry(settings.auth.tenants_file)
-    # One client for every remote model call: connection reuse; timeouts are set per request.
-    http_client = httpx.AsyncClient(follow_redirects=False)
-    answerer = Answerer(
-        settings,
-        service,
-        embedder,
-        client=http_client,
-        cache=SemanticCache[AnswerResult](settings.cache),
-    )
-    return Runtime(
-        settings=settings,
-        embedder=embedder,
-        catalog=catalog,
-        service=service,
-        registry=registry,
-        audit=AuditLog(settings.audit_path),
-        limiter=RateLimiter(),
-        budget=TokenBudget(settings.data_dir / "server" / "token-usage.json"),
-        http_client=http_client,
-        answerer=answerer,
-    )
 
 
 def create_mcp_server(
@@ -168,6 +116,8 @@ def create_mcp_server(
         name="docgate",
         instructions=INSTRUCTIONS,
         middleware=[AuditEveryCall(gateway)],
+        # Entered once per process on stdio and HTTP alike; leaving it closes the runtime.
+        lifespan=runtime.lifespan,
         **server_options,  # type: ignore[arg-type]
     )
     service = runtime.service
@@ -193,7 +143,7 @@ def create_mcp_server(
             ),
         ] = None,
         k: Annotated[int, Field(description="Hits per page, 1-50.")] = 8,
-        max_tokens: Annotated[int, Field(description="Upper bound on the response size in tokens.")] = 2000,
+        max_tokens: Annotated[int, Field(description=MAX_TOKENS_HELP)] = 2000,
         cursor: Annotated[str | None, Field(description="`next_cursor` from the previous page.")] = None,
         path_prefix: Annotated[
             str | None, Field(description="Only pages under this path, e.g. 'ref/models/'.")
@@ -259,7 +209,7 @@ def create_mcp_server(
     async def fetch_chunk(
         chunk_id: Annotated[str, Field(description="A chunk_id from search results (32 hex characters).")],
         neighbors: Annotated[int, Field(description="Passages before and after to include, 0-10.")] = 0,
-        max_tokens: Annotated[int, Field(description="Upper bound on the response size in tokens.")] = 4000,
+        max_tokens: Annotated[int, Field(description=MAX_TOKENS_HELP)] = 4000,
     ) -> FetchResult:
         arguments = {"chunk_id": chunk_id, "neighbors": neighbors, "max_tokens": max_tokens}
 
@@ -304,7 +254,7 @@ def create_mcp_server(
         section: Annotated[
             str | None, Field(description="Only this section: an anchor, a heading, or a path 'A › B'.")
         ] = None,
-        max_tokens: Annotated[int, Field(description="Upper bound on the response size in tokens.")] = 4000,
+        max_tokens: Annotated[int, Field(description=MAX_TOKENS_HELP)] = 4000,
         cursor: Annotated[str | None, Field(description="`next_cursor` from the previous response.")] = None,
         collection: Annotated[
             str | None, Field(description="The page's collection, when the same path exists in several.")
@@ -343,7 +293,7 @@ def create_mcp_server(
         version: Annotated[
             str | None, Field(description="Only docs with this version label, e.g. '3.2'.")
         ] = None,
-        max_tokens: Annotated[int, Field(description="Upper bound on the response size in tokens.")] = 1500,
+        max_tokens: Annotated[int, Field(description=MAX_TOKENS_HELP)] = 1500,
     ) -> AnswerResult:
         arguments = {
             "question": question,

@@ -106,10 +106,26 @@ class Gateway:
         *,
         admission: bool = True,
     ) -> T:
-        """Run an async core (one that awaits remote models or the client) on the event loop."""
+        """Run an async core (one that awaits remote models or the client) on the event loop.
+
+        Every log line of the call, from any module and worker thread, carries its trace_id, tenant
+        and tool: they are bound as structlog context variables for the call's duration."""
         request_id = uuid.uuid4().hex
-        started = time.perf_counter()
         principal = self.principal()
+        with structlog.contextvars.bound_contextvars(trace_id=request_id, tenant=principal.tenant, tool=tool):
+            return await self._call(request_id, principal, tool, arguments, core, admission=admission)
+
+    async def _call(
+        self,
+        request_id: str,
+        principal: Principal,
+        tool: str,
+        arguments: dict[str, Any],
+        core: Callable[[Access, CallRecord], Awaitable[T]],
+        *,
+        admission: bool,
+    ) -> T:
+        started = time.perf_counter()
         record = CallRecord(request_id=request_id)
         event: dict[str, Any] = {
             "request_id": request_id,
@@ -119,7 +135,6 @@ class Gateway:
             "tool": tool,
             "args_sha256": args_digest(arguments),
         }
-        bound = log.bind(trace_id=request_id, tenant=principal.tenant, tool=tool)
         try:
             try:
                 tenant = self.registry.tenant(principal.tenant)
@@ -145,12 +160,12 @@ class Gateway:
                 outcome="denied" if denied else "error",
                 error_code=code,
             )
-            _trace(bound, event, outcome="error", error_code=code, latency_ms=_ms(started), **record.trace)
+            _trace(log, event, outcome="error", error_code=code, latency_ms=_ms(started), **record.trace)
             if isinstance(error, ToolError):
                 raise
             raise ToolError(_with_retry(str(error), getattr(error, "retry_after", None))) from error
         except Exception as error:
-            bound.exception("tool_call_failed", latency_ms=_ms(started))
+            log.exception("tool_call_failed", latency_ms=_ms(started))
             await self._audit(
                 event, record, started, decision="allow", reason=None, outcome="error", error_code="internal"
             )
@@ -166,7 +181,7 @@ class Gateway:
             tokens_out=tokens_out,
         )
         _trace(
-            bound,
+            log,
             event,
             outcome="ok",
             latency_ms=_ms(started),
@@ -273,9 +288,9 @@ class AuditEveryCall:
         return result
 
 
-def _trace(bound: Any, event: dict[str, Any], **fields: Any) -> None:
+def _trace(logger: Any, event: dict[str, Any], **fields: Any) -> None:
     """The one trace event of a tool call: a JSON log line, and an OpenTelemetry span when enabled."""
-    bound.info("tool_call", **fields)
+    log.info("tool_call", **fields)
     otel.record(
         {
             "trace_id": event["request_id"],

@@ -20,7 +20,8 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.mcp.app import Runtime, create_mcp_server
+from server.mcp.app import create_mcp_server
+from server.runtime import Runtime
 from server.security.audit import AuditEvent, args_digest
 from server.security.tenants import TenantRegistry, UnknownTenant
 
@@ -57,9 +58,6 @@ class EdgeGuard:
         self.path = path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self.app(scope, receive, self._closing_runtime(send))
-            return
         if scope["type"] != "http" or scope.get("path", "").rstrip("/") != self.path.rstrip("/"):
             await self.app(scope, receive, send)
             return
@@ -109,17 +107,6 @@ class EdgeGuard:
                 else "bad_request"
             )
             await self._deny(scope, tenant_name, key_id, reason, code)
-
-    def _closing_runtime(self, send: Send) -> Send:
-        """Pass lifespan messages on; once the app has shut down, close the runtime before the
-        server is told so (it exits right after)."""
-
-        async def relay(message: Message) -> None:
-            if message["type"] == "lifespan.shutdown.complete":
-                await self.runtime.aclose()
-            await send(message)
-
-        return relay
 
     async def _deny(self, scope: Scope, tenant: str, key_id: str | None, reason: str, code: int) -> None:
         await self.runtime.audit.append(

@@ -1,1 +1,1 @@
-"""Observability: per-call traces, OpenTelemetry export, trace summaries."""
+"""Observability: request context on log lines, stage timings as spans, trace summaries."""

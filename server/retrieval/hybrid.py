@@ -3,26 +3,38 @@
 No MCP here: the tools call `retrieve` with collections that authorization has already
 resolved, and every filter (collections, version, path prefix) is applied inside each engine's
 query, so a tenant's k results are never starved or counted from collections it cannot see.
+
+The lists are searched `candidates` deep first. When those chunks cannot fill the requested depth
+(after deduplication; see `selection`), the same phrasings and query vectors are searched again,
+four times deeper each time, and the chunks that only the deeper lists found are ranked after the
+ones already seen: page n of a result list stays a prefix of page n+1's, however deep a cursor goes.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from indexer.embedding import Embedder
+from indexer.embedding import Embedder, Vectors
 from indexer.lexical import LexicalHit
 from indexer.models import Chunk, ChunkFilter
 from indexer.vectors import VectorHit
+from server.observability.stages import StageTimer
 from server.retrieval.catalog import CatalogView, Snapshot
 from server.retrieval.rewriting import rewrite
+from server.retrieval.selection import Candidate, Fused, select
 from server.settings import RetrievalSettings
+
+__all__ = ["FEEDBACK_DEPTH", "Candidate", "Mode", "RetrievalQuery", "RetrievalResult", "retrieve"]
 
 Mode = Literal["hybrid", "bm25", "dense"]
 FEEDBACK_DEPTH = 5
+# Each deeper search of the lists goes this many times deeper than the one before, up to the ceiling.
+DEEPEN_FACTOR = 4
+MAX_LIST_DEPTH = 4096
 
 
 @dataclass(frozen=True)
@@ -53,16 +65,6 @@ class RetrievalQuery:
 
 
 @dataclass
-class Candidate:
-    chunk: Chunk
-    score: float
-    bm25_rank: int | None = None
-    dense_rank: int | None = None
-    bm25_score: float | None = None
-    dense_score: float | None = None
-
-
-@dataclass
 class RetrievalResult:
     candidates: list[Candidate]
     variants: list[str]
@@ -72,7 +74,7 @@ class RetrievalResult:
 
 
 @dataclass
-class _Ranked:
+class Ranked:
     """One ranked list from one retriever for one phrasing, merged across collections."""
 
     retriever: Literal["bm25", "dense"]
@@ -90,12 +92,54 @@ def _merge_by_score(
     return merged[:limit]
 
 
-class _Timer:
-    def __init__(self) -> None:
-        self.spans: dict[str, float] = {}
+@dataclass
+class _Lists:
+    """Everything needed to search the ranked lists again at any depth: phrasings, vectors, filters."""
 
-    def span(self, name: str, started: float) -> None:
-        self.spans[name] = round(self.spans.get(name, 0.0) + (time.perf_counter() - started) * 1000, 3)
+    snapshots: list[Snapshot]
+    filters: Mapping[str, ChunkFilter]  # one per collection: each may read different version labels
+    bm25_variants: list[tuple[int, str, bool]]  # (variant index, text, primary)
+    vectors: Vectors | None
+    owner: dict[str, Snapshot] = field(default_factory=dict)
+
+    def bm25(self, variant: int, text: str, primary: bool, limit: int) -> Ranked:
+        per_collection = []
+        for snapshot in self.snapshots:
+            hits = snapshot.lexical.search(text, self.filters[snapshot.collection], limit)
+            for hit in hits:
+                self.owner.setdefault(hit.chunk_id, snapshot)
+            per_collection.append(hits)
+        return Ranked("bm25", variant, _merge_by_score(per_collection, limit), primary=primary)
+
+    def dense(self, limit: int) -> list[Ranked]:
+        if self.vectors is None:
+            return []
+        per_variant: list[list[list[VectorHit]]] = [[] for _ in range(len(self.vectors))]
+        for snapshot in self.snapshots:
+            found = snapshot.vectors.search_batch(self.vectors, self.filters[snapshot.collection], limit)
+            for index, hits in enumerate(found):
+                for hit in hits:
+                    self.owner.setdefault(hit.chunk_id, snapshot)
+                per_variant[index].append(hits)
+        return [
+            Ranked("dense", index, _merge_by_score(per_collection, limit), primary=index == 0)
+            for index, per_collection in enumerate(per_variant)
+        ]
+
+    def search(self, limit: int) -> list[Ranked]:
+        ranked = [self.bm25(index, text, primary, limit) for index, text, primary in self.bm25_variants]
+        return ranked + self.dense(limit)
+
+    def resolve(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
+        """Payloads of chunks the lists returned, one chunk-store lookup per collection."""
+        by_snapshot: dict[int, tuple[Snapshot, list[str]]] = {}
+        for chunk_id in chunk_ids:
+            snapshot = self.owner[chunk_id]
+            by_snapshot.setdefault(id(snapshot), (snapshot, []))[1].append(chunk_id)
+        chunks: dict[str, Chunk] = {}
+        for snapshot, ids in by_snapshot.values():
+            chunks.update(snapshot.lexical.get_many(ids))
+        return chunks
 
 
 def retrieve(
@@ -108,14 +152,19 @@ def retrieve(
     mode: Mode = "hybrid",
     rewrites: bool | None = None,
 ) -> RetrievalResult:
-    """The fused, deduplicated, diversity-capped candidates, best first (at most `depth`)."""
+    """The fused, deduplicated, page-spread candidates, best first: `depth` of them whenever the
+    scope holds that many chunks with distinct texts (see `selection` for the per-page cap)."""
     use_rewrites = settings.rewrites if rewrites is None else rewrites
     snapshots = [view.snapshots[c] for c in query.collections if c in view.snapshots]
-    filters = {s.collection: query.filter_for(s.collection) for s in snapshots}
+    lists = _Lists(
+        snapshots=snapshots,
+        filters={s.collection: query.filter_for(s.collection) for s in snapshots},
+        bm25_variants=[],
+        vectors=None,
+    )
     # Independent of `depth`, so page n of a result list is a prefix-consistent slice of page n+1's list.
     limit = settings.candidates
-    timer = _Timer()
-    owner: dict[str, Snapshot] = {}
+    timer = StageTimer()
 
     t0 = time.perf_counter()
     variants = [query.text]
@@ -123,32 +172,26 @@ def retrieve(
         variants.extend(rewrite(query.text)[:1])
     timer.span("rewrite", t0)
 
-    ranked: list[_Ranked] = []
+    ranked: list[Ranked] = []
     if mode in ("hybrid", "bm25"):
         t0 = time.perf_counter()
         # BM25 takes the keyword form *instead of* the raw question when there is one: question words
         # and stopwords only add noise to term matching (measured: better recall and MRR on both evals).
         index = len(variants) - 1
-        ranked.append(
-            _Ranked("bm25", index, _bm25(snapshots, variants[index], filters, limit, owner), primary=True)
-        )
+        lists.bm25_variants.append((index, variants[index], True))
+        ranked.append(lists.bm25(index, variants[index], True, limit))
         timer.span("bm25", t0)
         if use_rewrites and settings.rewrite_feedback:
             t0 = time.perf_counter()
-            feedback = _feedback_headings(ranked[-1].hits[:FEEDBACK_DEPTH], owner)
+            top = [chunk_id for chunk_id, _ in ranked[-1].hits[:FEEDBACK_DEPTH]]
+            feedback = [[c.title, *c.heading_path] for c in lists.resolve(top).values()]
             extra = [v for v in rewrite(query.text, feedback) if v not in variants]
             timer.span("rewrite", t0)
             if extra:
                 t0 = time.perf_counter()
                 variants.append(extra[-1])
-                ranked.append(
-                    _Ranked(
-                        "bm25",
-                        len(variants) - 1,
-                        _bm25(snapshots, extra[-1], filters, limit, owner),
-                        primary=False,
-                    )
-                )
+                lists.bm25_variants.append((len(variants) - 1, extra[-1], False))
+                ranked.append(lists.bm25(len(variants) - 1, extra[-1], False, limit))
                 timer.span("bm25", t0)
 
     if mode in ("hybrid", "dense"):
@@ -156,24 +199,22 @@ def retrieve(
         # default only the original is embedded; `dense_rewrites` embeds every phrasing in one batch.
         dense_texts = variants if settings.dense_rewrites else variants[:1]
         t0 = time.perf_counter()
-        vectors = embedder.embed(dense_texts)
+        lists.vectors = embedder.embed_queries(dense_texts)
         timer.span("embed", t0)
         t0 = time.perf_counter()
-        per_variant: list[list[list[VectorHit]]] = [[] for _ in dense_texts]
-        for snapshot in snapshots:
-            for index, hits in enumerate(
-                snapshot.vectors.search_batch(vectors, filters[snapshot.collection], limit)
-            ):
-                for hit in hits:
-                    owner.setdefault(hit.chunk_id, snapshot)
-                per_variant[index].append(hits)
-        for index, per_collection in enumerate(per_variant):
-            ranked.append(_Ranked("dense", index, _merge_by_score(per_collection, limit), primary=index == 0))
+        ranked.extend(lists.dense(limit))
         timer.span("dense", t0)
 
     t0 = time.perf_counter()
-    candidates = _fuse(ranked, settings, owner, depth)
+    candidates = select(
+        _tiers(lists, ranked, limit, settings, timer),
+        lists.resolve,
+        depth=depth,
+        cap=settings.max_chunks_per_document,
+    )
     timer.span("fuse", t0)
+    if "deepen" in timer.spans:  # the deeper searches ran inside the walk: report them apart
+        timer.spans["fuse"] = round(timer.spans["fuse"] - timer.spans["deepen"], 3)
     return RetrievalResult(
         candidates=candidates,
         variants=variants,
@@ -183,37 +224,27 @@ def retrieve(
     )
 
 
-def _bm25(
-    snapshots: Sequence[Snapshot],
-    text: str,
-    filters: Mapping[str, ChunkFilter],
-    limit: int,
-    owner: dict[str, Snapshot],
-) -> list[tuple[str, float]]:
-    per_collection = []
-    for snapshot in snapshots:
-        hits = snapshot.lexical.search(text, filters[snapshot.collection], limit)
-        for hit in hits:
-            owner.setdefault(hit.chunk_id, snapshot)
-        per_collection.append(hits)
-    return _merge_by_score(per_collection, limit)
+def _tiers(
+    lists: _Lists, first: list[Ranked], limit: int, settings: RetrievalSettings, timer: StageTimer
+) -> Iterator[list[Fused]]:
+    """The fused ranking of the first lists, then of what each deeper search adds (lazily)."""
+    ranked = first
+    seen: set[str] = set()
+    while True:
+        ranking = [entry for entry in rrf_fuse(ranked, settings) if entry.chunk_id not in seen]
+        seen.update(entry.chunk_id for entry in ranking)
+        yield ranking
+        # A list shorter than its limit holds every match in scope: deeper search finds nothing new.
+        if limit >= MAX_LIST_DEPTH or all(len(r.hits) < limit for r in ranked):
+            return
+        limit = min(limit * DEEPEN_FACTOR, MAX_LIST_DEPTH)
+        t0 = time.perf_counter()
+        ranked = lists.search(limit)
+        timer.span("deepen", t0)
 
 
-def _feedback_headings(hits: Sequence[tuple[str, float]], owner: dict[str, Snapshot]) -> list[list[str]]:
-    by_snapshot: dict[int, tuple[Snapshot, list[str]]] = {}
-    for chunk_id, _ in hits:
-        snapshot = owner[chunk_id]
-        by_snapshot.setdefault(id(snapshot), (snapshot, []))[1].append(chunk_id)
-    headings = []
-    for snapshot, ids in by_snapshot.values():
-        for chunk in snapshot.lexical.get_many(ids).values():
-            headings.append([chunk.title, *chunk.heading_path])
-    return headings
-
-
-def _fuse(
-    ranked: Sequence[_Ranked], settings: RetrievalSettings, owner: dict[str, Snapshot], depth: int
-) -> list[Candidate]:
+def rrf_fuse(ranked: Sequence[Ranked], settings: RetrievalSettings) -> list[Fused]:
+    """Weighted reciprocal rank fusion of the ranked lists, best first (ties by chunk id)."""
     scores: dict[str, float] = defaultdict(float)
     bm25_rank: dict[str, int] = {}
     dense_rank: dict[str, int] = {}
@@ -230,42 +261,14 @@ def _fuse(
                 ranks[chunk_id] = min(rank, ranks.get(chunk_id, rank))
                 values[chunk_id] = max(value, values.get(chunk_id, value))
     order = sorted(scores, key=lambda cid: (-scores[cid], cid))
-
-    # Resolve payloads for the head of the list only: enough to fill `depth` after deduplication.
-    head = order[: max(depth * 3, 30)]
-    chunks: dict[str, Chunk] = {}
-    by_snapshot: dict[int, tuple[Snapshot, list[str]]] = {}
-    for chunk_id in head:
-        snapshot = owner[chunk_id]
-        by_snapshot.setdefault(id(snapshot), (snapshot, []))[1].append(chunk_id)
-    for snapshot, ids in by_snapshot.values():
-        chunks.update(snapshot.lexical.get_many(ids))
-
-    out: list[Candidate] = []
-    seen_text: set[str] = set()
-    per_document: dict[tuple[str, str], int] = defaultdict(int)
-    for chunk_id in head:
-        chunk = chunks.get(chunk_id)
-        if chunk is None:
-            continue
-        fingerprint = " ".join(chunk.text.lower().split())
-        if fingerprint in seen_text:
-            continue  # the same text on several pages (includes, copied notes): keep the best one
-        document = (chunk.collection, chunk.path)
-        if per_document[document] >= settings.max_chunks_per_document:
-            continue
-        seen_text.add(fingerprint)
-        per_document[document] += 1
-        out.append(
-            Candidate(
-                chunk=chunk,
-                score=scores[chunk_id],
-                bm25_rank=bm25_rank.get(chunk_id),
-                dense_rank=dense_rank.get(chunk_id),
-                bm25_score=bm25_score.get(chunk_id),
-                dense_score=dense_score.get(chunk_id),
-            )
+    return [
+        Fused(
+            chunk_id=chunk_id,
+            score=scores[chunk_id],
+            bm25_rank=bm25_rank.get(chunk_id),
+            dense_rank=dense_rank.get(chunk_id),
+            bm25_score=bm25_score.get(chunk_id),
+            dense_score=dense_score.get(chunk_id),
         )
-        if len(out) >= depth:
-            break
-    return out
+        for chunk_id in order
+    ]

@@ -29,7 +29,7 @@ import anyio.to_thread
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from indexer.generations import fsync_dir
+from indexer.atomic import fsync_dir
 
 log = structlog.get_logger()
 

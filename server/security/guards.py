@@ -15,6 +15,7 @@ a model, not the words alone.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
@@ -292,6 +293,13 @@ def screen(text: str) -> list[str]:
 
     Any of "instruction", "role_marker", "hidden_text", "exfiltration_link"; empty for clean text.
     """
+    return list(_screen_once(text))
+
+
+@functools.lru_cache(maxsize=8192)
+def _screen_once(text: str) -> tuple[str, ...]:
+    """The flags of one text, computed once: chunks are immutable and the same ones recur across
+    searches, answers and fetches, so every caller shares this one cache."""
     flags: list[str] = []
     if any(p.search(text) for p in _INSTRUCTION_RES):
         flags.append("instruction")
@@ -304,7 +312,7 @@ def screen(text: str) -> list[str]:
     ]
     if any(_suspicious_url(u) for u in urls):
         flags.append("exfiltration_link")
-    return flags
+    return tuple(flags)
 
 
 def neutralize(text: str) -> str:

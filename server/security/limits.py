@@ -13,8 +13,6 @@ can move time without sleeping. Tenants without a limit (None) are never throttl
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +22,7 @@ from pathlib import Path
 import structlog
 from pydantic import BaseModel, ConfigDict
 
+from indexer.atomic import write_atomic
 from server.security.tenants import Tenant
 
 log = structlog.get_logger()
@@ -222,7 +221,8 @@ class TokenBudget:
                 self._dirty = False
                 self._last_flush = self._clock()
             try:
-                _atomic_write_json(path, snapshot)
+                # 0600: per-tenant usage is nobody else's business.
+                write_atomic(path, json.dumps(snapshot, sort_keys=True).encode(), mode=0o600)
             except OSError as exc:
                 with self._lock:
                     self._dirty = True
@@ -239,17 +239,3 @@ def _day_label(day: int) -> str:
 def _require_non_negative(tokens: int) -> None:
     if tokens < 0:
         raise ValueError(f"token counts are never negative, got {tokens}")
-
-
-def _atomic_write_json(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -30,7 +30,6 @@ import hmac
 import os
 import re
 import secrets
-import tempfile
 import threading
 import time
 import tomllib
@@ -42,6 +41,8 @@ from typing import Any, Literal
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from indexer.atomic import write_atomic
 
 log = structlog.get_logger()
 
@@ -250,22 +251,8 @@ def _write_keys(tenants_file: Path, records: Iterable[KeyRecord]) -> None:
     """Replace the keys file atomically: temp file, fsync, rename, fsync the directory."""
     path = keys_path(tenants_file)
     payload = _KeysFile(keys=list(records)).model_dump_json(indent=2) + "\n"
-    # mkstemp creates the file 0600: hashes only, but still nobody else's business.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    # 0600: hashes only, but still nobody else's business.
+    write_atomic(path, payload.encode("utf-8"), mode=0o600)
 
 
 def add_key(

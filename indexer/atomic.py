@@ -1,0 +1,43 @@
+"""Durable file replacement: a reader sees the old file or the new one, never a torn or empty one.
+
+The recipe: write a temp file in the same directory (a rename is atomic only within one file
+system), fsync it, rename it over the target, fsync the directory (so the rename itself survives a
+crash). Every file docgate replaces in place goes through `write_atomic`: manifests, CURRENT
+pointers, the keys file, the token-usage checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a new or renamed file) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Replace `path` with `data` atomically and durably; the file gets permission bits `mode`.
+
+    The temp name is unique (concurrent writers never share one) and is removed if anything fails,
+    leaving the previous file untouched.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)

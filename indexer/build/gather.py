@@ -1,0 +1,134 @@
+"""Gather: read a folder or crawl a site, parse and chunk what changed, keep what did not."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Iterable
+
+import structlog
+
+from indexer import generations as gens
+from indexer.build.request import BuildRequest
+from indexer.build.reuse import kept_chunks, reusable_pages, validators_of, with_validators
+from indexer.build.run import Gathered, Gatherer, Run
+from indexer.chunking import chunk_document
+from indexer.crawl import CrawlError, CrawlOptions, CrawlResult, Validators, crawl
+from indexer.errors import CrawlFailed, SourceError
+from indexer.models import Chunk, Document, RawDocument
+from indexer.parsing import parse_document
+from indexer.sources import walk_folder
+
+log = structlog.get_logger()
+
+
+def parse_and_chunk(run: Run, raw: RawDocument) -> tuple[Document, list[Chunk]] | None:
+    document = parse_document(raw)
+    if document is None:
+        return None
+    # The page URL travels with every chunk, so `Chunk.source` reads `URL#anchor` for sites.
+    document = document.model_copy(update={"content_hash": raw.content_hash, "url": document.url or raw.url})
+    chunks = chunk_document(
+        document,
+        collection=run.name,
+        version=run.request.version_for(raw.path),
+        settings=run.settings.chunking,
+        count_tokens=run.embedder.count_tokens,
+    )
+    return (document, chunks) if chunks else None
+
+
+def add_parsed(run: Run, raw: RawDocument, got: Gathered, validators: Validators | None = None) -> None:
+    parsed = parse_and_chunk(run, raw)
+    if parsed is None:
+        got.skipped += 1
+        return
+    document, chunks = parsed
+    got.parsed += 1
+    got.chunks.extend(chunks)
+    record = gens.DocumentRecord(
+        content_hash=raw.content_hash, chunks=len(chunks), title=document.title, url=document.url
+    )
+    got.records[raw.path] = with_validators(record, validators)
+
+
+def folder_gatherer(request: BuildRequest, documents: Callable[[], Iterable[RawDocument]] | None) -> Gatherer:
+    if documents is None:
+        root = request.source
+        if root is None or not root.exists():
+            raise SourceError(f"source path {root} does not exist")
+        documents = functools.partial(walk_folder, root, request.include, request.exclude)
+    source_docs = documents
+
+    def gather(run: Run) -> Gathered:
+        run.progress.stage("reading documents", None)
+        return gather_files(run, list(source_docs()))
+
+    return gather
+
+
+def gather_files(run: Run, raws: list[RawDocument]) -> Gathered:
+    run.progress.stage("parsing documents", len(raws))
+    got = Gathered()
+    for raw in raws:
+        old = run.old_docs.get(raw.path)
+        kept = kept_chunks(run, raw.path, old) if old and old.content_hash == raw.content_hash else None
+        if old is not None and kept is not None:
+            got.keep(raw.path, old, kept)
+        else:
+            add_parsed(run, raw, got)
+        run.progress.advance()
+    if not got.records:
+        raise SourceError(
+            f"no documentation found under {run.request.source} "
+            f"({len(raws)} files seen, {got.skipped} skipped as unsupported or empty); "
+            "supported: .md .mdx .rst .html .htm .txt"
+        )
+    return got
+
+
+def site_gatherer(options: CrawlOptions) -> Gatherer:
+    def gather(run: Run) -> Gathered:
+        return gather_site(run, options)
+
+    return gather
+
+
+def gather_site(run: Run, options: CrawlOptions) -> Gathered:
+    # Only pages whose old chunks are really there are offered for conditional refresh: a page
+    # the crawler calls unchanged is never downloaded, so nothing else could rebuild it.
+    reusable = reusable_pages(run)
+    run.progress.stage("crawling site", None)
+    result = run_crawl(options, {key: validators_of(record) for key, (record, _) in reusable.items()})
+    run.progress.stage("parsing pages", len(result.unchanged) + len(result.documents))
+    got = Gathered(crawl=result.report)
+    for key in result.unchanged:
+        if key in reusable:
+            record, chunks = reusable[key]
+            got.keep(key, with_validators(record, result.validators.get(key)), chunks)
+        else:
+            log.warning("crawl_kept_unknown_page", collection=run.name, path=key)
+        run.progress.advance()
+    for raw in result.documents:
+        add_parsed(run, raw, got, result.validators.get(raw.path))
+        run.progress.advance()
+    if not got.records:
+        raise CrawlFailed(empty_crawl_message(options.start_url, result))
+    return got
+
+
+def run_crawl(options: CrawlOptions, previous: dict[str, Validators]) -> CrawlResult:
+    try:
+        return asyncio.run(crawl(options, previous or None))
+    except CrawlError as error:
+        raise CrawlFailed(str(error)) from error
+
+
+def empty_crawl_message(start_url: str, result: CrawlResult) -> str:
+    report = result.report
+    problems = [*report.failed, *report.skipped]
+    first = f"; first problem: {problems[0].url}: {problems[0].reason}" if problems else ""
+    return (
+        f"no documentation found at {start_url} ({report.pages_fetched} pages fetched, "
+        f"{len(report.skipped)} skipped, {len(report.failed)} failed{first}); nothing was published"
+    )

@@ -1,0 +1,103 @@
+"""Reuse unchanged: the published generation an update keeps chunks and vectors from.
+
+Reuse is sound only when the model, chunking and parser are the ones that made the previous
+generation (`Previous.compatible`), and only from the same kind of source (`reusable_records`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from indexer import generations as gens
+from indexer.build.request import BuildRequest, chunking_fingerprint
+from indexer.crawl import Validators
+from indexer.embedding import Embedder
+from indexer.lexical import LexicalIndex
+from indexer.models import Chunk
+from indexer.parsing import PARSER_VERSION
+from indexer.settings import IndexerSettings
+from indexer.stores import open_vectors
+from indexer.vectors import VectorStore
+
+if TYPE_CHECKING:
+    from indexer.build.run import Run
+
+
+class Previous:
+    """The published generation an update reuses from (chunks by document, vectors by text hash)."""
+
+    def __init__(self, settings: IndexerSettings, collection: str) -> None:
+        self.generation = gens.current_generation(settings.collections_dir, collection)
+        self.manifest: gens.Manifest | None = None
+        self.lexical: LexicalIndex | None = None
+        self.vectors: VectorStore | None = None
+        if self.generation is None:
+            return
+        gen_dir = gens.generation_dir(settings.collections_dir, collection, self.generation)
+        self.manifest = gens.read_manifest(gen_dir)
+        self.lexical = LexicalIndex(gen_dir / "tantivy")
+        self.vectors = open_vectors(settings, self.manifest, gen_dir)
+
+    def compatible(self, settings: IndexerSettings, embedder: Embedder) -> bool:
+        """Reuse is only sound when chunks and vectors would come out the same."""
+        m = self.manifest
+        return (
+            m is not None
+            and m.embedding_model == embedder.model_id
+            and m.embedding_dimension == embedder.dimension
+            and m.chunking == chunking_fingerprint(settings)
+            and m.parser_version == PARSER_VERSION
+        )
+
+    def close(self) -> None:
+        if self.vectors is not None:
+            self.vectors.close()
+
+
+def reusable_records(request: BuildRequest, manifest: gens.Manifest | None) -> dict[str, gens.DocumentRecord]:
+    """The previous documents an update may keep: only from the same kind of source, and for a
+    site only from the same start URL (document keys are relative to it, and chunks carry URLs)."""
+    if manifest is None or manifest.source_kind != request.source_kind:
+        return {}
+    if request.site is not None and manifest.source != request.source_label:
+        return {}
+    return manifest.documents
+
+
+def kept_chunks(run: Run, key: str, record: gens.DocumentRecord) -> list[Chunk] | None:
+    """The previous generation's chunks of one document, or None when they cannot be trusted."""
+    if run.previous.lexical is None:
+        return None
+    kept = run.previous.lexical.document_chunks(key)
+    if len(kept) != record.chunks:
+        return None
+    if run.version_changed:
+        label = run.request.version_for(key)
+        kept = [c.model_copy(update={"version": label}) for c in kept]
+    return kept
+
+
+def reusable_pages(run: Run) -> dict[str, tuple[gens.DocumentRecord, list[Chunk]]]:
+    reusable: dict[str, tuple[gens.DocumentRecord, list[Chunk]]] = {}
+    for key, record in run.old_docs.items():
+        kept = kept_chunks(run, key, record)
+        if kept is not None:
+            reusable[key] = (record, kept)
+    return reusable
+
+
+def validators_of(record: gens.DocumentRecord) -> Validators:
+    return Validators(
+        etag=record.etag,
+        last_modified=record.last_modified,
+        content_hash=record.content_hash,
+        links=record.links,
+    )
+
+
+def with_validators(record: gens.DocumentRecord, validators: Validators | None) -> gens.DocumentRecord:
+    if validators is None:
+        return record
+    return record.model_copy(
+        update={"etag": validators.etag, "last_modified": validators.last_modified, "links": validators.links}
+    )

@@ -1,0 +1,98 @@
+"""The shared resources of one server process, opened once and closed once: the `Runtime`.
+
+`build_runtime` opens everything a tool call needs (catalog, embedder, tenant registry, audit log,
+limits, the one HTTP client of the answer backends) so that configuration problems surface before
+any transport starts. `Runtime.lifespan` is handed to `MCPServer(lifespan=...)`: the SDK enters it
+once per process for stdio and streamable HTTP alike (the HTTP session manager enters the server's
+lifespan once and shares it across sessions) and leaves it at shutdown, which is when token usage
+is written and the HTTP client is closed. Commands that use a runtime without serving (`docgate
+search`, `docgate eval`) close it with `aclose()`; closing twice is harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import httpx
+import structlog
+
+from indexer.embedding import Embedder, shared_embedder
+from server.answering.cache import SemanticCache
+from server.answering.pipeline import Answerer, AnswerResult
+from server.retrieval.catalog import Catalog
+from server.retrieval.cursors import load_secret
+from server.retrieval.service import DocService
+from server.security.audit import AuditLog
+from server.security.limits import RateLimiter, TokenBudget
+from server.security.tenants import TenantRegistry
+from server.settings import ServerSettings
+
+log = structlog.get_logger()
+
+
+@dataclass
+class Runtime:
+    settings: ServerSettings
+    embedder: Embedder
+    catalog: Catalog
+    service: DocService
+    registry: TenantRegistry
+    audit: AuditLog
+    limiter: RateLimiter
+    budget: TokenBudget
+    http_client: httpx.AsyncClient
+    answerer: Answerer
+    closed: bool = field(default=False, init=False)
+
+    @asynccontextmanager
+    async def lifespan(self, _server: object) -> AsyncIterator[Runtime]:
+        """The MCP server's lifespan: the runtime is the lifespan state; leaving it closes the runtime."""
+        log.info("runtime_started")
+        try:
+            yield self
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Write the tenants' token usage now (it is otherwise checkpointed every few seconds, and a
+        restart must not hand out what was already spent), then close the answer backends' HTTP client."""
+        if self.closed:
+            return
+        self.closed = True
+        self.budget.close()
+        await self.http_client.aclose()
+        log.info("runtime_closed", usage_written=True, http_client_closed=self.http_client.is_closed)
+
+
+def build_runtime(settings: ServerSettings) -> Runtime:
+    embedder = shared_embedder(settings.embedding, settings.models_dir)
+    embedder.warm_queries()
+    catalog = Catalog(
+        settings, embedder.model_id, embedder.dimension, interval=settings.serve.reload_interval_s
+    )
+    secret = load_secret(settings.data_dir / "server" / "cursor.key")
+    service = DocService(settings, catalog, embedder, secret)
+    registry = TenantRegistry(settings.auth.tenants_file)
+    # One client for every remote model call: connection reuse; timeouts are set per request.
+    http_client = httpx.AsyncClient(follow_redirects=False)
+    answerer = Answerer(
+        settings,
+        service,
+        embedder,
+        client=http_client,
+        cache=SemanticCache[AnswerResult](settings.cache),
+    )
+    return Runtime(
+        settings=settings,
+        embedder=embedder,
+        catalog=catalog,
+        service=service,
+        registry=registry,
+        audit=AuditLog(settings.audit_path),
+        limiter=RateLimiter(),
+        budget=TokenBudget(settings.data_dir / "server" / "token-usage.json"),
+        http_client=http_client,
+        answerer=answerer,
+    )
