@@ -5,6 +5,7 @@
     ├── CollectionNotFound    no published generation for a collection name
     ├── InvalidCollectionName
     ├── CorruptGeneration     manifest missing/unreadable, ID sets disagree, store will not open
+    │   └── FormatMismatch    written by a docgate with another index format: rebuild it
     ├── ModelMismatch         a generation embedded with another model/dimension than configured
     ├── EmbeddingModelUnavailable  the offline model files are not installed
     ├── BuildLocked           another build of the same collection is running
@@ -35,6 +36,10 @@ class CollectionNotFound(IndexerError):
 
 class CorruptGeneration(IndexerError):
     exit_code = 4
+
+
+class FormatMismatch(CorruptGeneration):
+    """A generation in an older (or newer) index format; a full build replaces it."""
 
 
 class ModelMismatch(IndexerError):

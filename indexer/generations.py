@@ -37,13 +37,15 @@ from indexer.errors import (
     BuildLocked,
     CollectionNotFound,
     CorruptGeneration,
+    FormatMismatch,
     InvalidCollectionName,
     ModelMismatch,
 )
 
 log = structlog.get_logger()
 
-FORMAT_VERSION = 1
+# 2: BM25 fields hold folded text analysed by the text core's analyzer (was Tantivy's `en_stem`).
+FORMAT_VERSION = 2
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _GEN_DIR = re.compile(r"^gen-(\d+)$")
 
@@ -148,8 +150,9 @@ def read_manifest(gen_dir: Path) -> Manifest:
             "rebuild the collection with `docgate-index build`"
         ) from error
     if manifest.format_version != FORMAT_VERSION:
-        raise CorruptGeneration(
-            f"{path} has index format {manifest.format_version}, this docgate reads format {FORMAT_VERSION}; rebuild it"
+        raise FormatMismatch(
+            f"{path} has index format {manifest.format_version}, this docgate reads format {FORMAT_VERSION}; "
+            "rebuild the collection with `docgate-index build`"
         )
     return manifest
 

@@ -1,15 +1,17 @@
 """Tantivy: the chunk store and the BM25 index of one generation.
 
-Fields: `title` and `headings` are boosted over `body` (all `en_stem`); `idents` holds code
-identifiers (`select_related`, `DEFAULT_AUTO_FIELD`, `QuerySet.filter`) lowercased but unsplit,
-because the stemming tokenizer breaks them into common words and loses the exact match agents
-search for. `payload` stores the whole chunk as JSON for fetches; `path`, `path_prefix`,
-`collection` and `version` are raw terms for filters and neighbour lookups.
+Fields: `title` and `headings` are boosted over `body`; all three hold folded text analysed by the
+text core's analyzer (`indexer.text.analysis`, registered on the index), and queries are analysed
+by the same analyzer and built from its terms directly, so user text never reaches Tantivy's query
+parser. `idents` holds code identifiers (`select_related`, `DEFAULT_AUTO_FIELD`, `tools/call`)
+folded but unsplit, because the word analyzer breaks them into common words and loses the exact
+match agents search for. `payload` stores the whole chunk as JSON for fetches and snippets;
+`path`, `path_prefix`, `collection` and `version` are raw terms for filters and neighbour lookups.
 """
 
 from __future__ import annotations
 
-import re
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,29 +20,12 @@ import tantivy
 
 from indexer.errors import CorruptGeneration
 from indexer.models import Chunk, ChunkFilter
+from indexer.text import ANALYZER_NAME, PLACEHOLDER, build_analyzer, fold_text, identifier_terms, snippet
+from indexer.text.analysis import is_cjk, tokens
 
 FIELD_BOOSTS = {"title": 2.5, "headings": 2.0, "body": 1.0}
 IDENT_BOOST = 3.0
 WRITER_HEAP_BYTES = 128 * 1024 * 1024
-
-_IDENTIFIER = re.compile(
-    r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+|[A-Za-z0-9]*_[A-Za-z0-9_]+|[a-z]+[A-Z][A-Za-z0-9]*|[A-Z][a-z0-9]+[A-Z][A-Za-z0-9]*"
-)
-# Anything the query parser treats as syntax; user text must never reach it as syntax.
-_QUERY_SYNTAX = re.compile(r"[^\w\s]|_(?=\W|$)", re.UNICODE)
-
-
-def identifiers(text: str) -> list[str]:
-    """Code-like tokens: dotted names, snake_case, camelCase/CamelCase, lowercased."""
-    found = []
-    for match in _IDENTIFIER.finditer(text):
-        token = match.group(0).strip("._").lower()
-        if len(token) > 2:
-            found.append(token)
-            # `QuerySet.filter` should also match a bare `filter` mention of the same identifier tail.
-            if "." in token:
-                found.extend(part for part in token.split(".") if "_" in part)
-    return found
 
 
 def build_schema() -> tantivy.Schema:
@@ -51,9 +36,9 @@ def build_schema() -> tantivy.Schema:
     builder.add_text_field("path", stored=False, tokenizer_name="raw", index_option="basic")
     builder.add_text_field("path_prefix", stored=False, tokenizer_name="raw", index_option="basic")
     builder.add_text_field("has_code", stored=False, tokenizer_name="raw", index_option="basic")
-    builder.add_text_field("title", stored=False, tokenizer_name="en_stem")
-    builder.add_text_field("headings", stored=False, tokenizer_name="en_stem")
-    builder.add_text_field("body", stored=True, tokenizer_name="en_stem")
+    builder.add_text_field("title", stored=False, tokenizer_name=ANALYZER_NAME)
+    builder.add_text_field("headings", stored=False, tokenizer_name=ANALYZER_NAME)
+    builder.add_text_field("body", stored=False, tokenizer_name=ANALYZER_NAME)
     builder.add_text_field("idents", stored=False, tokenizer_name="whitespace", index_option="freq")
     builder.add_integer_field("position", stored=False, indexed=True, fast=True)
     builder.add_bytes_field("payload", stored=True, indexed=False)
@@ -71,6 +56,7 @@ def write_index(directory: Path, chunks: Iterable[Chunk]) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     schema = build_schema()
     index = tantivy.Index(schema, path=str(directory))
+    index.register_tokenizer(ANALYZER_NAME, build_analyzer())
     writer = index.writer(WRITER_HEAP_BYTES, 1)
     count = 0
     for chunk in chunks:
@@ -82,10 +68,10 @@ def write_index(directory: Path, chunks: Iterable[Chunk]) -> int:
         for prefix in path_prefixes(chunk.path):
             doc.add_text("path_prefix", prefix)
         doc.add_text("has_code", "1" if chunk.has_code else "0")
-        doc.add_text("title", chunk.title)
-        doc.add_text("headings", " ".join(chunk.heading_path))
-        doc.add_text("body", chunk.text)
-        idents = identifiers(" ".join([chunk.title, *chunk.heading_path, chunk.text]))
+        doc.add_text("title", fold_text(chunk.title))
+        doc.add_text("headings", fold_text(" ".join(chunk.heading_path)))
+        doc.add_text("body", fold_text(chunk.text))
+        idents = identifier_terms("\n".join([chunk.title, *chunk.heading_path, chunk.text]))
         if idents:
             doc.add_text("idents", " ".join(idents))
         doc.add_integer("position", chunk.position)
@@ -113,6 +99,7 @@ class LexicalIndex:
             self._index = tantivy.Index.open(str(directory))
         except ValueError as error:
             raise CorruptGeneration(f"Tantivy index at {directory} will not open: {error}") from error
+        self._index.register_tokenizer(ANALYZER_NAME, build_analyzer())
         self._schema = self._index.schema
         self._searcher = self._index.searcher()
 
@@ -143,14 +130,16 @@ class LexicalIndex:
 
     def text_query(self, text: str) -> tantivy.Query | None:
         """BM25 over boosted title/headings/body plus exact identifier terms; None when nothing is searchable."""
-        cleaned = " ".join(_QUERY_SYNTAX.sub(" ", text).split()).lower()
+        query = query_terms(text)
         clauses: list[tuple[tantivy.Occur, tantivy.Query]] = []
-        if cleaned:
-            parsed = self._index.parse_query(
-                cleaned, ["title", "headings", "body"], field_boosts=FIELD_BOOSTS
-            )
-            clauses.append((tantivy.Occur.Should, parsed))
-        for ident in dict.fromkeys(identifiers(text)):
+        for group in query.groups:
+            for field, boost in FIELD_BOOSTS.items():
+                if len(group) == 1:
+                    clause = tantivy.Query.term_query(self._schema, field, group[0])
+                else:
+                    clause = tantivy.Query.phrase_query(self._schema, field, list(group))
+                clauses.append((tantivy.Occur.Should, tantivy.Query.boost_query(clause, boost)))
+        for ident in query.identifiers:
             term = tantivy.Query.term_query(self._schema, "idents", ident)
             clauses.append((tantivy.Occur.Should, tantivy.Query.boost_query(term, IDENT_BOOST)))
         if not clauses:
@@ -179,25 +168,14 @@ class LexicalIndex:
         query = self.text_query(text)
         if query is None or not ids:
             return {}
+        wanted = {term for group in query_terms(text).groups for term in group}
         generator = tantivy.SnippetGenerator.create(self._searcher, query, self._schema, "body")
         generator.set_max_num_chars(max_chars)
-        hits = self._searcher.search(
-            tantivy.Query.term_set_query(self._schema, "chunk_id", ids), len(ids), count=False
-        ).hits
         out: dict[str, str] = {}
-        for _, address in hits:
-            doc = self._searcher.doc(address)
-            snippet = generator.snippet_from_doc(doc)
-            fragment: str = snippet.fragment()
-            if not fragment or not snippet.highlighted():
-                continue
-            parts, cursor = [], 0
-            for span in snippet.highlighted():
-                parts.append(fragment[cursor : span.start])
-                parts.append(f"**{fragment[span.start : span.end]}**")
-                cursor = span.end
-            parts.append(fragment[cursor:])
-            out[doc["chunk_id"][0]] = "".join(parts)
+        for chunk_id, chunk in self.get_many(ids).items():
+            found = snippet(generator, "body", chunk.text, wanted)
+            if found is not None:
+                out[chunk_id] = found.render()
         return out
 
     def get(self, chunk_id: str) -> Chunk | None:
@@ -261,3 +239,53 @@ class LexicalIndex:
     def _payload(self, address: tantivy.DocAddress) -> Chunk:
         doc = self._searcher.doc(address)
         return Chunk.model_validate_json(bytes(doc["payload"][0]))
+
+
+@dataclass(frozen=True)
+class QueryTerms:
+    """What a query searches: groups of analyzer terms (one term, or a phrase) and identifiers."""
+
+    groups: tuple[tuple[str, ...], ...]
+    identifiers: tuple[str, ...]
+
+
+def query_terms(text: str) -> QueryTerms:
+    """The BM25 terms of a query, grouped the way the index must match them.
+
+    Terms joined by underscores (`select_related` → `select`, `relat`) form a phrase, as the words
+    of an identifier stay in order. Touching CJK characters are single terms plus each adjacent
+    pair as a phrase: the pairs score pages that hold the word, the singles still find pages that
+    write it differently. Redaction placeholders are not search terms.
+    """
+    text = PLACEHOLDER.sub(" ", text)
+    folded = fold_text(text)
+    groups: list[tuple[str, ...]] = []
+    run: list[tuple[str, int, int]] = []
+
+    def flush() -> None:
+        if not run:
+            return
+        if is_cjk(run[0][0]):
+            groups.extend((term,) for term, _, _ in run)
+            groups.extend((a[0], b[0]) for a, b in itertools.pairwise(run))
+        else:
+            groups.append(tuple(term for term, _, _ in run))
+        run.clear()
+
+    for token in tokens(folded):
+        if run and not _joined(run[-1], token, folded):
+            flush()
+        run.append(token)
+    flush()
+    return QueryTerms(groups=tuple(dict.fromkeys(groups)), identifiers=tuple(identifier_terms(text)))
+
+
+def _joined(before: tuple[str, int, int], after: tuple[str, int, int], folded: str) -> bool:
+    """Do two neighbouring query terms belong to one group (CJK characters touching, or words
+    joined by underscores only)?"""
+    gap = folded[before[2] : after[1]]
+    if is_cjk(before[0]) and is_cjk(after[0]):
+        return gap == ""
+    if is_cjk(before[0]) or is_cjk(after[0]):
+        return False
+    return bool(gap) and set(gap) == {"_"}

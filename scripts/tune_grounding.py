@@ -40,8 +40,10 @@ import numpy as np
 from indexer.embedding import Embedder, shared_embedder
 from indexer.logs import configure_logging
 from server.answering.cache import CacheScope, SemanticCache
+from server.answering.extractive import extractive_answer
 from server.answering.grounding import check
-from server.answering.pipeline import Answerer, Retrieved, extractive_answer, memo_embed
+from server.answering.memo import memo_embed
+from server.answering.pipeline import Answerer, Retrieved
 from server.retrieval.catalog import Catalog
 from server.retrieval.service import Access, DocService
 from server.settings import CacheSettings, GroundingSettings, ServerSettings

@@ -152,10 +152,28 @@ def test_answer_metrics_score_answers_abstentions_and_citations():
     assert metrics.total_cost_usd == pytest.approx(0.002)
 
 
+def test_per_answer_rates_count_whole_answers_not_terms():
+    outcomes = [
+        # Every term and an expected page: counts for both.
+        _outcome(_case("1", must_mention=["blank", "null"]), cited=["a.html"], answer="blank and NULL [1]."),
+        # Half the terms, a wrong page: counts for neither, although term-wise it is 1 of 2.
+        _outcome(_case("2", must_mention=["atomic", "savepoint"]), cited=["b.html"], answer="atomic [1]."),
+        # No terms asked for: only the page rate sees it; an expected page among two counts.
+        _outcome(_case("3"), cited=["b.html", "a.html"], answer="Text [1] [2]."),
+        _outcome(_case("4", must_mention=["x"]), abstained=True),  # abstained: in neither
+        _outcome(_case("5", answerable=False), cited=["a.html"], answer="Made up [1]."),
+    ]
+    metrics = answer_metrics(outcomes, "extractive")
+    assert metrics.must_mention_rate == pytest.approx(3 / 4, abs=1e-4)
+    assert metrics.complete_answer_rate == pytest.approx(1 / 2, abs=1e-4)
+    assert metrics.expected_page_rate == pytest.approx(2 / 3, abs=1e-4)
+
+
 def test_answer_metrics_without_citations_report_no_precision():
     metrics = answer_metrics([_outcome(_case("1"), abstained=True)], "extractive")
     assert metrics.citation_precision is None
     assert metrics.must_mention_rate is None
+    assert metrics.complete_answer_rate is None and metrics.expected_page_rate is None
     assert metrics.answer_rate == 0.0
 
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import structlog
+
 from indexer import generations as gens
 from indexer.build.request import BuildRequest, chunking_fingerprint
 from indexer.crawl import Validators
 from indexer.embedding import Embedder
+from indexer.errors import FormatMismatch
 from indexer.lexical import LexicalIndex
 from indexer.models import Chunk
 from indexer.parsing import PARSER_VERSION
@@ -21,6 +24,8 @@ from indexer.vectors import VectorStore
 
 if TYPE_CHECKING:
     from indexer.build.run import Run
+
+log = structlog.get_logger()
 
 
 class Previous:
@@ -34,7 +39,12 @@ class Previous:
         if self.generation is None:
             return
         gen_dir = gens.generation_dir(settings.collections_dir, collection, self.generation)
-        self.manifest = gens.read_manifest(gen_dir)
+        try:
+            self.manifest = gens.read_manifest(gen_dir)
+        except FormatMismatch as error:
+            # Nothing of an older format is reused: the build starts from the sources alone.
+            log.warning("previous_generation_not_reusable", collection=collection, reason=str(error))
+            return
         self.lexical = LexicalIndex(gen_dir / "tantivy")
         self.vectors = open_vectors(settings, self.manifest, gen_dir)
 

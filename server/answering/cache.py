@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from server.answering.grounding import identifiers, numbers
+from indexer.text import identifiers, numbers
 from server.settings import CacheSettings
 
 V = TypeVar("V")

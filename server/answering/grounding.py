@@ -28,6 +28,12 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, Field
 
+from indexer.text import QUESTION_WORDS, STOPWORDS, fold_text
+from indexer.text import content_terms as _content_terms
+from indexer.text import identifiers as identifiers  # the text core's, re-exported for answering
+from indexer.text import numbers as numbers
+from indexer.text import terms as bm25_terms
+from indexer.text.identifiers import ABBREVIATIONS, CITATION_MARKER, code_names, source_numbers
 from server.settings import GroundingSettings
 
 EmbedFn = Callable[[list[str]], npt.NDArray[Any]]
@@ -95,11 +101,11 @@ class Claim:
     text: str
     kind: ClaimKind
     citations: list[int] = field(default_factory=list)
-    inherited: bool = False  # citations taken from the sentence before a code block
+    inherited: bool = False  # citations taken from the sentence before a code block or a list
+    item: bool = False  # a list item (or table row)
 
 
-# A citation marker: [1], [1, 2]. Not preceded by a word character, so `items[1]` is not one.
-_MARKER = re.compile(r"(?<![\w])\[(\d+(?:\s*,\s*\d+)*)\]")
+_MARKER = CITATION_MARKER
 _INLINE_CODE = re.compile(r"`[^`\n]+`")
 _FENCE_OPEN = re.compile(r"^\s*(```+|~~~+)")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
@@ -108,27 +114,7 @@ _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}")
 # Sentence end: punctuation, closing quotes/brackets, then any citation markers that follow it,
 # then whitespace and something that starts a sentence.
 _BOUNDARY = re.compile(r"[.!?][\"')\]]*(?:\s*\[\d+(?:\s*,\s*\d+)*\])*(?=\s+[A-Z0-9`\"'(*_])")
-# Words after which a period does not end a sentence.
-_ABBREVIATIONS = frozenset(
-    {
-        "e.g",
-        "i.e",
-        "eg",
-        "ie",
-        "vs",
-        "cf",
-        "approx",
-        "incl",
-        "fig",
-        "no",
-        "mr",
-        "mrs",
-        "ms",
-        "dr",
-        "al",
-        "resp",
-    }
-)
+_ABBREVIATIONS = ABBREVIATIONS  # words after which a period does not end a sentence
 
 
 def cited_numbers(text: str) -> list[int]:
@@ -166,14 +152,33 @@ def split_claims(answer: str) -> list[Claim]:
             claims.append(Claim(text=segment, kind="heading"))
         else:
             claims.extend(
-                Claim(text=s, kind="sentence", citations=cited_numbers(s)) for s in _sentences(segment)
+                Claim(text=s, kind="sentence", citations=cited_numbers(s), item=kind == "item")
+                for s in _sentences(segment)
             )
     # A code block usually follows the sentence that introduces and cites it ("Use this [2]:").
     for previous, claim in itertools.pairwise(claims):
         if claim.kind == "code" and not claim.citations and previous.citations:
             claim.citations = list(previous.citations)
             claim.inherited = True
+    _inherit_lead_citations(claims)
     return claims
+
+
+def _inherit_lead_citations(claims: list[Claim]) -> None:
+    """List items without a marker take the citations of the cited lead-in ("... containing [1]:")."""
+    lead: list[int] = []
+    for claim in claims:
+        introduces = _plain(claim.text).endswith(":")
+        if claim.item:
+            if not claim.citations and lead:
+                claim.citations = list(lead)
+                claim.inherited = True
+            elif claim.citations and introduces:
+                lead = list(claim.citations)  # a nested list under a cited item
+        elif claim.kind == "sentence":
+            lead = list(claim.citations) if introduces else []
+        elif claim.kind == "heading":
+            lead = []
 
 
 def _closing_fence_citations(block: str) -> list[int]:
@@ -189,10 +194,14 @@ def _segments(answer: str) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     paragraph: list[str] = []
 
+    kind = "text"
+
     def flush() -> None:
+        nonlocal kind
         if paragraph:
-            out.append(("text", " ".join(line.strip() for line in paragraph)))
+            out.append((kind, " ".join(line.strip() for line in paragraph)))
             paragraph.clear()
+        kind = "text"
 
     lines = answer.splitlines()
     i = 0
@@ -219,6 +228,7 @@ def _segments(answer: str) -> list[tuple[str, str]]:
             flush()
         elif _LIST_ITEM.match(line) or line.lstrip().startswith("|"):
             flush()
+            kind = "item"
             paragraph.append(_LIST_ITEM.sub("", line, count=1).strip().strip("|").strip())
         else:
             paragraph.append(line)
@@ -252,96 +262,25 @@ def _sentences(paragraph: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # Terms, identifiers and numbers
 
-# Kept as text so the lists read as prose; split once at import.
-_STOPWORD_TEXT = """
-a about above after again against all also an and any are as at be because been before being below
-between both but by can could did do does doing down during each either else few for from further had
-has have having here how however i if in into is it its itself just may me might more most must my no
-nor not now of off on once only or other our out over own same shall she should so some such than that
-the their them then there these they this those through to too under until up upon very was we were
-what when where whether which while who whom why will with within without would you your yours one
-ones via per like
-"""
-# Words that shape a question but say nothing about its topic.
-_QUESTION_WORD_TEXT = """
-use using used way ways need want get make work works possible example examples show tell explain
-difference best set setup
-"""
-_NUMBER_WORD_TEXT = "zero one two three four five six seven eight nine ten eleven twelve"
-_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
-_QUESTION_WORDS = frozenset(_QUESTION_WORD_TEXT.split())
-_NUMBER_WORDS = {word: str(i) for i, word in enumerate(_NUMBER_WORD_TEXT.split())}
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d+)*")
-_NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)*)")
-_BACKTICK_SPAN = re.compile(r"`([^`\n]+)`")
-_CALL = re.compile(r"(?<![\w.])[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\(\)")
-_DOTTED = re.compile(r"(?<![\w.])[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+(?![\w(])")
-_SNAKE = re.compile(r"(?<![\w.])_*[A-Za-z][A-Za-z0-9]*(?:_+[A-Za-z0-9]+)+_*(?![\w])")
-_CAMEL = re.compile(r"(?<![\w.])(?:[a-z]+[A-Z]|[A-Z][a-z0-9]+[A-Z])[A-Za-z0-9]*(?![\w])")
-_CLI_FLAG = re.compile(r"(?<![\w-])--[A-Za-z][\w-]*")
-# Protocol method names and API paths (`tools/list`, `notifications/cancelled`): identifiers too.
-_METHOD_PATH = re.compile(r"(?<![\w/.])[a-z][A-Za-z_]{2,}(?:/[a-z][A-Za-z_]{2,})+(?![\w/])")
+# Stopwords, question words, the analyzer and the identifier extractor are the text core's, so a
+# claim's terms are the very terms BM25 matched.
 # A capitalised word or acronym that does not start a sentence: a product or API name (Rails, REST).
 _ENTITY = re.compile(r"(?<=[\w,;:\"'()]\s)[A-Z][A-Za-z0-9]+")
 
 
 def _stem(word: str) -> str:
-    """A deliberately crude suffix stripper: 'routes', 'routing', 'route' all become 'rout'."""
-    w = word.lower()
-    if "_" in w or any(c.isdigit() for c in w):
-        return w  # identifiers and versions compare exactly
-    for suffix, replacement in (("ies", "y"), ("ing", ""), ("ed", ""), ("ly", "")):
-        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
-            w = w[: -len(suffix)] + replacement
-            break
-    else:
-        if re.search(r"(?:s|x|z|ch|sh)es$", w) and len(w) > 4:
-            w = w[:-2]
-        elif w.endswith("s") and not w.endswith("ss") and len(w) > 3:
-            w = w[:-1]
-    if w.endswith("e") and len(w) > 3:
-        w = w[:-1]
-    return w
+    """The BM25 term of one word; a word the analyzer splits (an identifier) stays whole, folded."""
+    found = bm25_terms(word)
+    return found[0] if len(found) == 1 else fold_text(word)
 
 
 def content_terms(text: str, extra_stopwords: frozenset[str] = frozenset()) -> set[str]:
     """Stemmed content words of `text` (stopwords and citation markers removed)."""
-    text = _MARKER.sub(" ", text)
-    terms: set[str] = set()
-    for word in _WORD.findall(text):
-        lower = word.lower()
-        if lower in _STOPWORDS or lower in extra_stopwords or (len(lower) < 2 and not lower.isdigit()):
-            continue
-        terms.add(_stem(lower))
-    return terms
-
-
-def identifiers(text: str) -> list[str]:
-    """Code identifiers in prose: backticked spans, calls, dotted names, snake/UPPER/CamelCase, --flags."""
-    text = _MARKER.sub(" ", text)
-    found: list[str] = [m.group(1).strip() for m in _BACKTICK_SPAN.finditer(text)]
-    rest = _BACKTICK_SPAN.sub(" ", text)
-    for pattern in (_METHOD_PATH, _CALL, _DOTTED, _SNAKE, _CAMEL, _CLI_FLAG):
-        for match in pattern.finditer(rest):
-            token = match.group(0)
-            if token.lower().rstrip(".") in _ABBREVIATIONS:
-                continue
-            found.append(token)
-        rest = pattern.sub(" ", rest)
-    return list(dict.fromkeys(f for f in found if f))
-
-
-def numbers(text: str) -> set[str]:
-    """Numbers in `text` (thousands separators removed), excluding those inside identifiers."""
-    text = _MARKER.sub(" ", text)
-    text = _BACKTICK_SPAN.sub(" ", text)
-    return {m.group(1).replace(",", "") for m in _NUMBER.finditer(text)}
+    return _content_terms(_MARKER.sub(" ", text), extra_stopwords)
 
 
 def _source_numbers(text: str) -> set[str]:
-    found = {m.group(1).replace(",", "") for m in _NUMBER.finditer(text)}
-    found.update(_NUMBER_WORDS[w] for w in re.findall(r"[a-z]+", text.lower()) if w in _NUMBER_WORDS)
-    return found
+    return source_numbers(text)
 
 
 def _identifier_in(ident: str, source: str) -> bool:
@@ -363,10 +302,7 @@ def _identifier_in(ident: str, source: str) -> bool:
 def _code_names(block: str) -> list[str]:
     """API-looking names in a code block: dotted names, calls, UPPER_CASE and snake_case."""
     body = "\n".join(line for line in block.splitlines() if not _FENCE_OPEN.match(line))
-    names = re.findall(
-        r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+|[A-Za-z_]\w*(?=\()|\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b", body
-    )
-    return list(dict.fromkeys(names))
+    return code_names(body)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -585,8 +521,8 @@ def _check_claim(
 
 def _question_terms(question: str) -> tuple[set[str], list[str]]:
     """Key terms of the question and the subset that are identifiers or named entities."""
-    terms = content_terms(question, _QUESTION_WORDS)
-    entities = identifiers(question) + [e for e in _ENTITY.findall(question) if e.lower() not in _STOPWORDS]
+    terms = content_terms(question, QUESTION_WORDS)
+    entities = identifiers(question) + [e for e in _ENTITY.findall(question) if fold_text(e) not in STOPWORDS]
     return terms, list(dict.fromkeys(entities))
 
 

@@ -16,7 +16,8 @@ are computed for four retrieval configurations in one run, so the value of each 
 Answer metrics run every case through the answering core with the configured backend:
 answer rate (answerable, not abstained), abstention rate (unanswerable, abstained), citation
 precision (cited pages that are expected pages, on answered answerable cases), must-mention
-rate (terms found in the answer over terms asked for, same cases), grounding score, latency,
+rate (terms found in the answer over terms asked for, same cases), and per answer: answers that
+contain every must-mention term, answers that cite an expected page; grounding score, latency,
 tokens and cost.
 
 A report compared with a baseline report lists every headline metric that dropped by more than
@@ -220,6 +221,14 @@ class AnswerMetrics(BaseModel):
     must_mention_rate: float | None = Field(
         description="must_mention terms found in the answer, over answered answerable cases (micro)."
     )
+    complete_answer_rate: float | None = Field(
+        default=None,
+        description="Answered answerable cases whose answer contains every must_mention term.",
+    )
+    expected_page_rate: float | None = Field(
+        default=None,
+        description="Answered answerable cases that cite at least one expected page.",
+    )
     mean_grounding_score: float = Field(description="Over answered cases.")
     latency_p50_ms: float
     latency_p95_ms: float
@@ -239,6 +248,9 @@ def answer_metrics(outcomes: Sequence[AnswerOutcome], backend: str) -> AnswerMet
     correct = sum(1 for o in answered for page in o.cited_pages if page in o.case.expected_pages)
     terms = sum(len(o.case.must_mention) for o in answered)
     found = sum(len(o.case.must_mention) - len(o.missing_terms()) for o in answered)
+    with_terms = [o for o in answered if o.case.must_mention]
+    complete = sum(1 for o in with_terms if not o.missing_terms())
+    on_page = sum(1 for o in answered if o.case.expected_pages.intersection(o.cited_pages))
     count = max(len(outcomes), 1)
     return AnswerMetrics(
         backend=backend,
@@ -248,6 +260,8 @@ def answer_metrics(outcomes: Sequence[AnswerOutcome], backend: str) -> AnswerMet
         abstention_rate=_mean([1.0 if o.abstained else 0.0 for o in unanswerable]),
         citation_precision=round(correct / len(cited), 4) if cited else None,
         must_mention_rate=round(found / terms, 4) if terms else None,
+        complete_answer_rate=round(complete / len(with_terms), 4) if with_terms else None,
+        expected_page_rate=round(on_page / len(answered), 4) if answered else None,
         mean_grounding_score=_mean([o.grounding_score for o in outcomes if o.answered]),
         latency_p50_ms=round(percentile([o.latency_ms for o in outcomes], 50), 2),
         latency_p95_ms=round(percentile([o.latency_ms for o in outcomes], 95), 2),
@@ -637,6 +651,8 @@ def render(report: EvalReport, console: Console, regressions: Sequence[Regressio
             ("abstention rate (unanswerable)", f"{a.abstention_rate:.3f} of {a.unanswerable_cases}"),
             ("citation precision", _maybe(a.citation_precision)),
             ("must-mention rate", _maybe(a.must_mention_rate)),
+            ("answers with every must-mention term", _maybe(a.complete_answer_rate)),
+            ("answers citing an expected page", _maybe(a.expected_page_rate)),
             ("mean grounding score", f"{a.mean_grounding_score:.3f}"),
             ("latency p50 / p95 ms", f"{a.latency_p50_ms:.0f} / {a.latency_p95_ms:.0f}"),
             ("tokens in / out per case", f"{a.mean_input_tokens:.0f} / {a.mean_output_tokens:.0f}"),

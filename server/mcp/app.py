@@ -152,8 +152,10 @@ def create_mcp_server(
             bool, Field(description="Only passages that hold a code block (code examples).")
         ] = False,
     ) -> SearchResult:
+        # User text is redacted once, on arrival: the audit digest, the retrieval, its rewrites
+        # and the trace all derive from the redacted text, so none can carry PII or a secret.
         arguments = {
-            "query": query,
+            "query": guards.redact(query) if isinstance(query, str) else query,
             "collections": collections,
             "version": version,
             "k": k,
@@ -164,7 +166,7 @@ def create_mcp_server(
         }
 
         def core(access: Access, record: CallRecord) -> SearchResult:
-            text = guards.validate_query(query)
+            text = guards.redact(guards.validate_query(query))  # limits apply to what was sent
             names = guards.validate_collections(collections)
             label = validate_version_spec(version) if version is not None else None
             size = guards.validate_k(k)
@@ -191,9 +193,8 @@ def create_mcp_server(
             record.generations = {hit.collection: hit.generation for hit in result.hits}
             record.tokens_in = runtime.embedder.count_tokens(text)
             record.trace = {
-                # Queries are user text: redacted before they reach any log.
-                "query": guards.redact(text),
-                "rewritten": [guards.redact(v) for v in retrieval.variants[1:]],
+                "query": text,  # redacted on arrival, as are the rewrites derived from it
+                "rewritten": retrieval.variants[1:],
                 "spans_ms": retrieval.timings_ms,
                 "bm25_ids": retrieval.bm25_ids,
                 "dense_ids": retrieval.dense_ids,
@@ -296,14 +297,14 @@ def create_mcp_server(
         max_tokens: Annotated[int, Field(description=MAX_TOKENS_HELP)] = 1500,
     ) -> AnswerResult:
         arguments = {
-            "question": question,
+            "question": guards.redact(question) if isinstance(question, str) else question,
             "collections": collections,
             "version": version,
             "max_tokens": max_tokens,
         }
 
         async def core(access: Access, record: CallRecord) -> AnswerResult:
-            text = validate_question(question)
+            text = guards.redact(validate_question(question))  # limits apply to what was sent
             names = guards.validate_collections(collections)
             label = validate_version_spec(version) if version is not None else None
             budget = guards.validate_max_tokens(max_tokens)

@@ -17,221 +17,48 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-STOPWORDS = frozenset(
-    [
-        "a",
-        "about",
-        "above",
-        "after",
-        "again",
-        "against",
-        "all",
-        "am",
-        "an",
-        "and",
-        "any",
-        "are",
-        "aren't",
-        "as",
-        "at",
-        "be",
-        "because",
-        "been",
-        "before",
-        "being",
-        "below",
-        "between",
-        "both",
-        "but",
-        "by",
-        "can",
-        "can't",
-        "cannot",
-        "could",
-        "couldn't",
-        "did",
-        "didn't",
-        "do",
-        "does",
-        "doesn't",
-        "doing",
-        "don't",
-        "down",
-        "during",
-        "each",
-        "few",
-        "for",
-        "from",
-        "further",
-        "had",
-        "hadn't",
-        "has",
-        "hasn't",
-        "have",
-        "haven't",
-        "having",
-        "he",
-        "her",
-        "here",
-        "hers",
-        "herself",
-        "him",
-        "himself",
-        "his",
-        "how",
-        "i",
-        "i'd",
-        "i'll",
-        "i'm",
-        "i've",
-        "if",
-        "in",
-        "into",
-        "is",
-        "isn't",
-        "it",
-        "it's",
-        "its",
-        "itself",
-        "let's",
-        "me",
-        "more",
-        "most",
-        "mustn't",
-        "my",
-        "myself",
-        "no",
-        "nor",
-        "not",
-        "of",
-        "off",
-        "on",
-        "once",
-        "only",
-        "or",
-        "other",
-        "ought",
-        "our",
-        "ours",
-        "ourselves",
-        "out",
-        "over",
-        "own",
-        "same",
-        "shan't",
-        "she",
-        "should",
-        "shouldn't",
-        "so",
-        "some",
-        "such",
-        "than",
-        "that",
-        "that's",
-        "the",
-        "their",
-        "theirs",
-        "them",
-        "themselves",
-        "then",
-        "there",
-        "there's",
-        "these",
-        "they",
-        "this",
-        "those",
-        "through",
-        "to",
-        "too",
-        "under",
-        "until",
-        "up",
-        "very",
-        "was",
-        "wasn't",
-        "we",
-        "were",
-        "weren't",
-        "what",
-        "what's",
-        "when",
-        "when's",
-        "where",
-        "where's",
-        "which",
-        "while",
-        "who",
-        "who's",
-        "whom",
-        "why",
-        "why's",
-        "with",
-        "won't",
-        "would",
-        "wouldn't",
-        "you",
-        "you'd",
-        "you'll",
-        "you're",
-        "you've",
-        "your",
-        "yours",
-        "yourself",
-        "yourselves",
-        "please",
-        "possible",
-        "way",
-        "ways",
-        "want",
-        "wanted",
-        "need",
-        "needs",
-        "use",
-        "using",
-        "used",
-        "get",
-        "make",
-        "made",
-        "best",
-        "thing",
-        "things",
-        "just",
-        "also",
-        "really",
-        "like",
-        "tell",
-        "show",
-        "explain",
-        "example",
-        "examples",
-        "e.g",
-        "i.e",
-    ]
-)
+from indexer.text import PLACEHOLDER, QUESTION_WORDS, fold_text, identifiers
+from indexer.text.analysis import is_content_word
+from indexer.text.identifiers import ABBREVIATIONS
+
+# Stopwords and the words that shape a question; both lists live in the text core.
+FILLER = QUESTION_WORDS
 QUESTION_LEAD = re.compile(
     r"^\s*(how (do|can|should|would) (i|we|you)|how to|what is the (best|right|correct) way to|"
     r"is (it|there) (possible|a way) to|can (i|we|you)|what('s| is| are| does)|why (does|is|do)|where (do|is|can)|"
     r"when (should|do|does)|which)\b",
     re.IGNORECASE,
 )
-_TOKEN = re.compile(r"`[^`]+`|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*(?:\(\))?|\d+(?:\.\d+)*")
-
-
-def _is_identifier(token: str) -> bool:
-    return "_" in token or "." in token or token.endswith("()") or any(c.isupper() for c in token[1:])
+# A word in any script (`crème`, `über`, `東京`), a dotted number, or a backticked span.
+_TOKEN = re.compile(r"`[^`]+`|\d+(?:\.\d+)+|\w+", re.UNICODE)
 
 
 def keyword_form(query: str) -> str:
-    """`How do I make a field optional in a model?` → `field optional model`."""
-    text = QUESTION_LEAD.sub(" ", query)
-    kept: list[str] = []
-    for match in _TOKEN.finditer(text):
-        token = match.group(0).strip("`")
-        if _is_identifier(token) or token.isdigit():
-            kept.append(token)
-        elif token.lower() not in STOPWORDS and len(token) > 1:
-            kept.append(token.lower())
-    return " ".join(dict.fromkeys(kept))
+    """`How do I make a field optional in a model?` → `field optional model`.
+
+    Identifiers stay verbatim (`select_related`, `__init__`, `tools/call`); other words are kept
+    in their original spelling, lowercased, unless they are stopwords or question words by the
+    text core's lists (compared folded, so `Über` and `uber` are decided alike). The query is
+    already redacted; redaction placeholders are dropped.
+    """
+    text = QUESTION_LEAD.sub(" ", PLACEHOLDER.sub(" ", query))
+    code = [ident for ident in identifiers(text) if " " not in ident]
+    kept: list[tuple[int, str]] = [(text.find(ident), ident) for ident in code]
+    for match in _TOKEN.finditer(_mask(text, code)):
+        token = match.group(0).strip("`").strip()
+        if not token or token in code or token.lower() in ABBREVIATIONS:
+            continue
+        if token.isdigit() or "." in token or is_content_word(fold_text(token), FILLER):
+            kept.append((match.start(), token.lower()))
+    return " ".join(dict.fromkeys(token for _, token in sorted(kept)))
+
+
+def _mask(text: str, code: list[str]) -> str:
+    """`text` with each identifier blanked (same length, so offsets still order the words), so
+    the parts of an identifier are not kept a second time as words."""
+    for ident in sorted(code, key=len, reverse=True):
+        text = text.replace(ident, " " * len(ident))
+    return text
 
 
 def feedback_terms(
@@ -244,8 +71,8 @@ def feedback_terms(
         words = {
             w.lower()
             for heading in headings
-            for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]+", heading)
-            if w.lower() not in STOPWORDS and len(w) > 2
+            for w in re.findall(r"\w+", heading)
+            if is_content_word(fold_text(w), FILLER) and len(w) > 2
         }
         counts.update(words - present)
     # A term must recur in at least two of the feedback hits to count as the collection's vocabulary.

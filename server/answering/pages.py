@@ -1,0 +1,165 @@
+"""Which page an extractive answer quotes: the one whose best section answers the whole question.
+
+Retrieval's first hit is often a page that merely mentions the topic (release notes, a proposal,
+a tutorial). So each retrieved page is judged by its best section:
+
+    coverage    the question's key terms and identifiers found in the section (title, headings
+                and body); identifiers and named entities count double
+    heading     the key terms the section's title and headings name ("Cancellation" names
+                "cancel"), less the share of heading words the question never mentions: a section
+                headed "Tasks" is about tasks even when its body says "cancel a request"
+    evidence    the page's best single statement with a prior for its retrieval rank, so a lower
+                page wins only on clearly better evidence
+
+Heading and coverage weights are 0 by default: added to the page score they lowered Django
+citation precision (0.70 → 0.65 with heading weight 0.2); coverage decides the normative rule.
+
+Normative pages (reference, guides, the specification) come before proposals, changelogs and
+release notes when both match: a supplementary page is chosen only when no normative page's best
+section covers as many of the question's key terms.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from server.answering.grounding import Evidence, content_terms, identifiers, question_terms
+
+PageKind = Literal["normative", "proposal", "changelog"]
+
+_CHANGELOG_PATH = re.compile(
+    r"(?:^|/)(?:changelogs?|changes|history|news|releases?|release[-_]?notes?|whats-?new)(?:/|\.|$)",
+    re.IGNORECASE,
+)
+_CHANGELOG_TITLE = re.compile(r"release notes|change ?log|what'?s new|key changes", re.IGNORECASE)
+_PROPOSAL_PATH = re.compile(
+    r"(?:^|/)(?:seps?|peps?|rfcs?|proposals?|enhancements?)(?:/|$)|(?:^|/)(?:sep|pep|rfc)-?\d+",
+    re.IGNORECASE,
+)
+_PROPOSAL_TITLE = re.compile(r"^(?:SEP|PEP|RFC)[- ]?\d+", re.IGNORECASE)
+# Two stems name the same thing when one extends the other ("cancel", "cancellation").
+_MIN_SHARED_PREFIX = 5
+
+
+@dataclass(frozen=True)
+class PageWeights:
+    coverage: float = 0.0
+    heading: float = 0.0
+    foreign_heading: float = 0.2
+    # Added to a statement's score by its chunk's retrieval rank prior when judging pages: a lower
+    # page wins only with clearly better statements (Django cited pages right 23 → 28 of 45).
+    rank: float = 0.65
+    # A normative page is preferred when its coverage is at least this close to the other's.
+    normative_tolerance: float = 0.0
+
+
+@dataclass(frozen=True)
+class SectionFit:
+    coverage: float
+    heading: float
+    foreign: float
+
+    def subject(self, w: PageWeights) -> float:
+        """How squarely the heading names the question's subject.
+
+        Heading words the question never mentions only count against a heading that names the
+        subject: most headings use the docs' vocabulary ("Command overview"), but between
+        "Cancellation" and "Cancelling tasks" the first is about what was asked.
+        """
+        return self.heading - (w.foreign_heading * self.foreign if self.heading else 0.0)
+
+
+def page_of(source: str) -> str:
+    return source.split("#", 1)[0]
+
+
+def page_kind(source: str, title: str) -> PageKind:
+    """Proposal, changelog (release notes) or normative, from the page's path and title."""
+    path = page_of(source)
+    if _PROPOSAL_PATH.search(path) or _PROPOSAL_TITLE.match(title):
+        return "proposal"
+    if _CHANGELOG_PATH.search(path) or _CHANGELOG_TITLE.search(title):
+        return "changelog"
+    return "normative"
+
+
+def related(a: str, b: str) -> bool:
+    """Same stem, or one stem extends the other by a suffix ("cancel" / "cancellation")."""
+    if a == b:
+        return True
+    short, long = sorted((a, b), key=len)
+    if len(short) >= _MIN_SHARED_PREFIX - 1 and long.startswith(short):
+        return True  # "sett" / "setting": the crude stems of one word family
+    prefix = short[: max(_MIN_SHARED_PREFIX, len(short) - 1)]
+    return len(short) >= _MIN_SHARED_PREFIX and long.startswith(prefix)
+
+
+class QuestionKeys:
+    """The question's key terms (stemmed), which of them are entities, and its code identifiers."""
+
+    def __init__(self, question: str) -> None:
+        self.terms, entities = question_terms(question)
+        self.entity_stems = content_terms(" ".join(entities))
+        self.identifiers = [i.lower() for i in identifiers(question)]
+
+    def weight(self, term: str) -> float:
+        return 2.0 if term in self.entity_stems else 1.0
+
+    def coverage(self, terms: set[str], text: str) -> float:
+        """Weighted share of the key terms in `terms`, identifiers looked up in `text`."""
+        total = sum(self.weight(t) for t in self.terms) + 2.0 * len(self.identifiers)
+        if not total:
+            return 0.0
+        found = sum(self.weight(t) for t in self.terms if _has(terms, t))
+        lowered = text.lower()
+        found += 2.0 * sum(1 for i in self.identifiers if i in lowered)
+        return found / total
+
+    def fit(self, evidence: Evidence) -> SectionFit:
+        headings = [evidence.title, *evidence.heading_path]
+        heading_terms = content_terms(" ".join(dict.fromkeys(headings)))
+        coverage = self.coverage(content_terms(evidence.context_text()), evidence.context_text())
+        total = sum(self.weight(t) for t in self.terms)
+        named = sum(self.weight(t) for t in self.terms if _has(heading_terms, t)) / total if total else 0.0
+        # Foreign words of the section's own heading (the last one): what else it is about.
+        own = content_terms(headings[-1])
+        foreign = sum(1 for h in own if not any(related(h, t) for t in self.terms)) / len(own) if own else 0.0
+        return SectionFit(round(coverage, 4), round(named, 4), round(foreign, 4))
+
+
+@dataclass(frozen=True)
+class PageCandidate:
+    """One retrieved page as the page choice sees it."""
+
+    page: str
+    kind: PageKind
+    evidence: float  # the best statement on the page: its score plus its chunk's rank prior
+    fit: SectionFit  # the page's best section for the question
+
+
+def choose_page(pages: Sequence[PageCandidate], weights: PageWeights | None = None) -> PageCandidate | None:
+    """The page to quote (None when there is none); see the module docstring for the rule."""
+    w = weights or PageWeights()
+    if not pages:
+        return None
+
+    def total(choice: PageCandidate) -> float:
+        return choice.evidence + w.heading * choice.fit.subject(w) + w.coverage * choice.fit.coverage
+
+    chosen = max(pages, key=total)
+    if chosen.kind != "normative":
+        normative = [
+            c
+            for c in pages
+            if c.kind == "normative" and c.fit.coverage >= chosen.fit.coverage - w.normative_tolerance
+        ]
+        if normative:
+            chosen = max(normative, key=total)
+    return chosen
+
+
+def _has(terms: set[str], term: str) -> bool:
+    return term in terms or any(related(term, t) for t in terms)
