@@ -29,6 +29,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from indexer import __version__
 from indexer import generations as gens
 from indexer.build import BuildRequest, BuildSummary, build_collection
 from indexer.crawl import CrawlOptions, CrawlReport
@@ -54,6 +55,22 @@ ConfigOption = Annotated[
     typer.Option("--config", help="TOML settings file (default: DOCGATE_CONFIG or built-in defaults)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON document instead of tables/progress.")]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"docgate-index {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Index documentation into immutable, searchable generations."""
 
 
 def _settings(config: Path | None) -> IndexerSettings:
@@ -202,6 +219,11 @@ def _print_summary(summary: BuildSummary) -> None:
         f"{summary.chunks} chunks ({summary.chunks_embedded} embedded, {summary.chunks_reused} reused, "
         f"{summary.documents_removed} documents removed, {summary.documents_skipped} files skipped) "
         f"in {summary.seconds:.1f}s, {summary.embeddings_per_second:.0f} embeddings/s"
+        + (
+            f"; {summary.embedding_tokens} embedding tokens, ${summary.embedding_cost_usd:.4f}"
+            if summary.embedding_backend == "openai"
+            else ""
+        )
     )
 
 

@@ -9,7 +9,8 @@
     ├── ModelMismatch         a generation embedded with another model/dimension than configured
     ├── EmbeddingModelUnavailable  the offline model files are not installed
     ├── BuildLocked           another build of the same collection is running
-    └── CrawlFailed           a site cannot be crawled: start URL refused, unreachable or empty
+    ├── CrawlFailed           a site cannot be crawled: start URL refused, unreachable or empty
+    └── EmbeddingServiceFailed  a remote embedding API failed: down, timed out, refused, wrong dimension
 
 The CLIs turn these into one-line messages and non-zero exit codes; the server turns them
 into MCP tool errors. Nothing else is expected to escape.
@@ -58,3 +59,9 @@ class CrawlFailed(IndexerError):
     """Nothing was published because the site gave nothing usable (a partial crawl still publishes)."""
 
     exit_code = 8
+
+
+class EmbeddingServiceFailed(IndexerError):
+    """Nothing was published: the remote embedding API could not embed the chunks."""
+
+    exit_code = 10

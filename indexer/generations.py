@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from indexer import __version__
 from indexer.atomic import fsync_dir, write_atomic
+from indexer.embedding.base import EmbeddingConfig
 from indexer.errors import (
     BuildLocked,
     CollectionNotFound,
@@ -84,6 +85,11 @@ class Manifest(BaseModel):
     generation: int
     embedding_model: str
     embedding_dimension: int
+    # How the vectors were made beyond the model name (older manifests: the in-process default).
+    embedding_backend: Literal["fastembed", "openai"] = "fastembed"
+    embedding_mode: Literal["symmetric", "asymmetric"] = "symmetric"
+    embedding_query_prefix: str = ""
+    embedding_passage_prefix: str = ""
     chunking: dict[str, int]
     parser_version: str
     chunk_count: int
@@ -250,14 +256,42 @@ def build_lock(collections_dir: Path, name: str) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def check_model(manifest: Manifest, model: str, dimension: int | None = None) -> None:
-    if manifest.embedding_model != model or (
-        dimension is not None and manifest.embedding_dimension != dimension
-    ):
+def manifest_embedding(manifest: Manifest) -> EmbeddingConfig:
+    return EmbeddingConfig(
+        model=manifest.embedding_model,
+        dimension=manifest.embedding_dimension,
+        backend=manifest.embedding_backend,
+        query_prefix=manifest.embedding_query_prefix,
+        passage_prefix=manifest.embedding_passage_prefix,
+    )
+
+
+def _describe(config: EmbeddingConfig) -> str:
+    prefixes = (
+        f", query prefix {config.query_prefix!r}, passage prefix {config.passage_prefix!r}"
+        if config.mode == "asymmetric"
+        else ""
+    )
+    return f"{config.model} via {config.backend} (dim {config.dimension}{prefixes})"
+
+
+def check_model(manifest: Manifest, model: str | EmbeddingConfig, dimension: int | None = None) -> None:
+    """Refuse a generation whose vectors another embedding configuration made: its search would be noise.
+
+    With a bare model name only the name (and `dimension`, if given) is compared; with a full
+    `EmbeddingConfig` the backend and the query/passage prefixes must match too.
+    """
+    built = manifest_embedding(manifest)
+    if isinstance(model, EmbeddingConfig):
+        expected = model
+        matches = built == expected
+    else:
+        expected = built.model_copy(update={"model": model, "dimension": dimension or built.dimension})
+        matches = built.model == model and (dimension is None or built.dimension == dimension)
+    if not matches:
         raise ModelMismatch(
-            f"collection {manifest.collection!r} was embedded with {manifest.embedding_model} "
-            f"(dim {manifest.embedding_dimension}) but the configured model is {model}"
-            f"{f' (dim {dimension})' if dimension else ''}; rebuild it or change embedding.model"
+            f"collection {manifest.collection!r} was embedded with {_describe(built)} but the "
+            f"configured embedding is {_describe(expected)}; rebuild it or change embedding.model"
         )
 
 

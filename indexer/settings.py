@@ -30,6 +30,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from indexer.retrying import RetryPolicy
 from indexer.settings_check import SettingsError, explain, unknown_environment_names
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -48,8 +49,45 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class RemoteEmbeddingSettings(RetryPolicy, Section):
+    """An OpenAI-compatible `/v1/embeddings` API (OpenAI, Azure OpenAI, Ollama, vLLM, LM Studio, TEI)."""
+
+    url: str = Field(
+        default="http://127.0.0.1:11434/v1",
+        description="Base URL; `/embeddings` is appended (Azure: the deployment URL, with api_version).",
+    )
+    api_key_env: str | None = Field(
+        default=None, description="Env var holding the API key (sent as a bearer token); unset: no key."
+    )
+    api_version: str | None = Field(default=None, description="Azure OpenAI `api-version` query parameter.")
+    dimension: int | None = Field(
+        default=None,
+        ge=1,
+        le=65536,
+        description="Vector size the model returns; required (checked on every reply).",
+    )
+    batch_size: int = Field(default=64, ge=1, le=2048, description="Texts per request.")
+    concurrency: int = Field(default=4, ge=1, le=64, description="Requests in flight at once during a build.")
+    timeout_s: float = Field(default=60.0, gt=0, le=600, description="Per request, while building.")
+    query_timeout_s: float = Field(
+        default=3.0,
+        gt=0,
+        le=120,
+        description="Whole budget for embedding one search query, retries included.",
+    )
+    price_per_mtok: float = Field(
+        default=0.0, ge=0, description="USD per million input tokens (build report)."
+    )
+
+
 class EmbeddingSettings(Section):
-    model: str = Field(default=DEFAULT_MODEL, description="fastembed model name; the default ships offline.")
+    provider: Literal["fastembed", "openai"] = Field(
+        default="fastembed", description="fastembed: in process (offline default); openai: a remote API."
+    )
+    model: str = Field(
+        default=DEFAULT_MODEL,
+        description="fastembed model name (the default ships offline), or the remote API's model name.",
+    )
     model_dir: Path | None = Field(
         default=None,
         description="Directory with model.onnx + tokenizer files; default: assembled under the data dir.",
@@ -62,6 +100,21 @@ class EmbeddingSettings(Section):
     query_cache_size: int = Field(
         default=1024, ge=0, le=1_000_000, description="Recent search queries whose vectors are kept (0: off)."
     )
+    query_prefix: str | None = Field(
+        default=None,
+        description="Text put before every query; default: what the model expects (indexer/embedding/profiles.py).",
+    )
+    passage_prefix: str | None = Field(
+        default=None, description="Text put before every indexed passage; default: what the model expects."
+    )
+    remote: RemoteEmbeddingSettings = Field(default_factory=RemoteEmbeddingSettings)
+
+    @model_validator(mode="after")
+    def _remote_needs_a_dimension(self) -> Self:
+        # Known before any call, so the server can check a generation without reaching the API.
+        if self.provider == "openai" and self.remote.dimension is None:
+            raise ValueError("embedding.remote.dimension is required with embedding.provider = 'openai'")
+        return self
 
 
 class ChunkingSettings(Section):
@@ -164,6 +217,13 @@ class GroundingSettings(Section):
         default=0.3,
         description="Relevance cap when the question names code identifiers and no source mentions any.",
     )
+    undocumented_product_chunks: int = Field(
+        default=3,
+        ge=-1,
+        le=1000,
+        description="Abstain when the question names a product no retrieved source mentions and at most "
+        "this many chunks of the collection do (server/answering/products.py); -1: off.",
+    )
 
 
 class ProviderSettings(Section):
@@ -193,6 +253,29 @@ class ProviderSettings(Section):
     anthropic_version: str = "2023-06-01"
 
 
+class RerankSettings(RetryPolicy, Section):
+    """A remote rerank API after fusion: Cohere/Jina `{query, documents}` or TEI `{query, texts}`."""
+
+    enabled: bool = Field(default=False, description="Reorder the head of each fused list by a reranker.")
+    url: str = Field(default="http://127.0.0.1:8080/rerank", description="Full URL of the rerank endpoint.")
+    api: Literal["cohere", "tei"] = Field(
+        default="cohere", description="cohere: Cohere/Jina/vLLM request shape; tei: Hugging Face TEI."
+    )
+    model: str | None = Field(default=None, description="Model name sent with each request (cohere shape).")
+    api_key_env: str | None = Field(
+        default=None, description="Env var holding the bearer token; unset: none."
+    )
+    top_n: int = Field(default=20, ge=2, le=200, description="Fused candidates sent to the reranker.")
+    max_chars: int = Field(default=2000, ge=100, le=20000, description="Characters of each chunk sent.")
+    timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Whole budget per search, retries included; then the fused order.",
+    )
+    max_retries: int = Field(default=1, ge=0, le=10, description="Retries within timeout_s.")
+
+
 class RetrievalSettings(Section):
     # k=10 trusts the head of each list more than the classic 60; with dense ahead of BM25 that kept
     # fusion above dense alone on all three eval sets (Django, FAQ-derived, MCP spec; docs/evals.md).
@@ -217,7 +300,26 @@ class RetrievalSettings(Section):
     max_chunks_per_document: int = Field(
         default=2, ge=1, le=50, description="Diversity: cap per page in one result list."
     )
+    # Adaptive fusion (server/retrieval/fusion.py): each idea measured on every eval set, docs/evals.md.
+    fusion: Literal["plain", "adaptive"] = Field(
+        default="adaptive",
+        description="`plain`: fixed-weight RRF; `adaptive`: BM25 weight follows its agreement with dense, "
+        "and pages rank by the evidence of all their chunks.",
+    )
+    agreement_floor: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=10.0,
+        description="Share of bm25_weight kept when BM25 and dense share nothing.",
+    )
+    agreement_span: float = Field(
+        default=2.0, ge=0.0, le=10.0, description="Added share of bm25_weight when their top 10 are the same."
+    )
+    page_evidence: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Weight of a page's 2nd chunk (3rd: its square, …); 0: off."
+    )
     snippet_chars: int = Field(default=240, ge=40, le=2000)
+    rerank: RerankSettings = Field(default_factory=RerankSettings)
 
 
 class ServeSettings(Section):

@@ -48,7 +48,7 @@ from bench_common import (
 
 from indexer import generations as gens
 from indexer.build import EMBED_BATCH, BuildRequest, BuildSummary, build_collection
-from indexer.embedding import Embedder
+from indexer.embedding import load_embedder
 from indexer.lexical import LexicalIndex
 from indexer.models import RawDocument
 from indexer.settings import IndexerSettings
@@ -127,7 +127,7 @@ class TimedBuild:
 def _timed_build(args: argparse.Namespace, *, incremental: bool) -> TimedBuild:
     """One build or update as `docgate-index` runs it, timed from after the model has loaded."""
     settings = _settings(args)
-    embedder = Embedder(settings.embedding, settings.models_dir)
+    embedder = load_embedder(settings.embedding, settings.models_dir)
     rss_before = _peak_rss_mb()
     clock = StageClock()
     started = time.perf_counter()
@@ -172,7 +172,7 @@ def _chunk_texts(settings: IndexerSettings, collection: str) -> list[str]:
 def phase_raw(args: argparse.Namespace) -> dict[str, Any]:
     settings = _settings(args)
     texts = _chunk_texts(settings, args.collection)
-    embedder = Embedder(settings.embedding, settings.models_dir)
+    embedder = load_embedder(settings.embedding, settings.models_dir)
     seconds = 0.0
     for start in range(0, len(texts), EMBED_BATCH):
         batch = texts[start : start + EMBED_BATCH]

@@ -1,9 +1,11 @@
-"""Derive retrieval eval cases from the Django FAQ pages of a built Sphinx HTML corpus.
+"""Derive retrieval eval cases from the FAQ pages of a built HTML documentation corpus.
 
-Usage: python scripts/faq_eval_set.py CORPUS_ROOT OUT.jsonl
+Usage: python scripts/faq_eval_set.py CORPUS_ROOT OUT.jsonl [--faq PAGE ...] [--prefix ID]
 
-Each FAQ page (`faq/*.html`) asks real user questions as h2/h3 headings and, in the prose
-under each one, links to the documentation pages that answer it. Those links are a labelled
+Each FAQ page (by default `faq/*.html`, as in Django; `--faq faq.html` for Scrapy, `--faq
+gitfaq.html` for Git) asks real user questions as h2/h3 headings (Sphinx) or as the terms of a
+definition list (Asciidoc's `dt.hdlist1`) and, in the prose under each one, links to the
+documentation pages that answer it. Those links are a labelled
 set written by the docs' own authors, so every question with at least one link into the
 rest of the documentation becomes one answerable case whose expected sources are the
 linked pages. The FAQ pages themselves are kept out of the index, so links back into
@@ -24,6 +26,8 @@ from pydantic import BaseModel
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 QUESTION_TAGS = frozenset({"h2", "h3"})
+# Asciidoc writes a Q&A list as <dt class="hdlist1">question</dt><dd>answer</dd>.
+LIST_QUESTION_CLASS = "hdlist1"
 HEADING_TAGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 # A heading at these levels closes the running question; deeper ones (h4+) are parts of it.
 CLOSING_TAGS = frozenset({"h1", "h2", "h3"})
@@ -38,6 +42,7 @@ class FaqQuestion(BaseModel):
     page: str
     question: str
     sources: list[str]
+    from_list: bool = False  # asked as a definition-list term rather than a heading
 
 
 class EvalCase(BaseModel):
@@ -74,7 +79,7 @@ def normalise_link(href: str, page: str) -> str | None:
     path = posixpath.normpath(posixpath.join(posixpath.dirname(page), target))
     if path.startswith("../") or path == ".." or posixpath.isabs(path):
         return None
-    if path in EXCLUDED_PAGES or path.startswith(EXCLUDED_PREFIXES):
+    if path in EXCLUDED_PAGES or path.startswith(EXCLUDED_PREFIXES) or path == page:
         return None
     if not path.endswith(".html"):
         return None
@@ -121,6 +126,11 @@ def questions_in_page(html: str, page: str) -> list[FaqQuestion]:
     current: FaqQuestion | None = None
     inside_heading: LexborNode | None = None
     for node in walk(root):
+        if node.tag == "dt" and LIST_QUESTION_CLASS in (node.attributes.get("class") or "").split():
+            inside_heading = node
+            current = FaqQuestion(page=page, question=heading_text(node), sources=[], from_list=True)
+            found.append(current)
+            continue
         if node.tag in HEADING_TAGS:
             inside_heading = node
             if node.tag in CLOSING_TAGS:
@@ -134,6 +144,10 @@ def questions_in_page(html: str, page: str) -> list[FaqQuestion]:
         target = normalise_link(node.attributes.get("href") or "", page)
         if target is not None and target not in current.sources:
             current.sources.append(target)
+    if any(q.from_list for q in found):
+        # A page asking its questions as list terms uses its headings for topics ("Credentials")
+        # and its footer ("GIT"), not for questions.
+        found = [q for q in found if q.from_list]
     return [q for q in found if q.question and q.sources]
 
 
@@ -149,25 +163,35 @@ def _is_within(node: LexborNode, ancestor: LexborNode | None) -> bool:
     return False
 
 
-def collect_questions(corpus_root: Path) -> list[FaqQuestion]:
-    """All linked FAQ questions of a corpus, pages in name order, questions in page order."""
+def faq_pages(corpus_root: Path, pages: list[str] | None) -> list[Path]:
+    """The FAQ pages to read: the given corpus-relative paths, or every `faq/*.html`."""
+    if pages:
+        missing = [p for p in pages if not (corpus_root / p).is_file()]
+        if missing:
+            raise FileNotFoundError(f"No FAQ page {', '.join(missing)} under {corpus_root}.")
+        return [corpus_root / p for p in pages]
     faq_dir = corpus_root / "faq"
     if not faq_dir.is_dir():
         raise FileNotFoundError(
             f"No faq/ folder under {corpus_root}: pass the folder that contains index.html and faq/."
         )
+    return sorted(faq_dir.glob("*.html"))
+
+
+def collect_questions(corpus_root: Path, pages: list[str] | None = None) -> list[FaqQuestion]:
+    """All linked FAQ questions of a corpus, pages in the given (or name) order, questions in page order."""
     questions: list[FaqQuestion] = []
-    for path in sorted(faq_dir.glob("*.html")):
+    for path in faq_pages(corpus_root, pages):
         page = path.relative_to(corpus_root).as_posix()
         questions.extend(questions_in_page(path.read_text(encoding="utf-8"), page))
     return questions
 
 
-def to_cases(questions: list[FaqQuestion]) -> list[EvalCase]:
+def to_cases(questions: list[FaqQuestion], prefix: str = "faq") -> list[EvalCase]:
     """Number the questions as answerable eval cases `faq-001`, `faq-002`, …"""
     return [
         EvalCase(
-            id=f"faq-{n:03d}",
+            id=f"{prefix}-{n:03d}",
             question=q.question,
             expected_sources=q.sources,
             answerable=True,
@@ -189,9 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("corpus_root", type=Path, help="folder containing index.html and faq/")
     parser.add_argument("out", type=Path, help="JSONL file to write")
+    parser.add_argument(
+        "--faq", action="append", help="corpus-relative FAQ page (repeatable; default: faq/*.html)"
+    )
+    parser.add_argument("--prefix", default="faq", help="case id prefix (default: faq)")
     args = parser.parse_args(argv)
     try:
-        cases = to_cases(collect_questions(args.corpus_root))
+        cases = to_cases(collect_questions(args.corpus_root, args.faq), args.prefix)
     except FileNotFoundError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2

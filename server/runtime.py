@@ -69,9 +69,7 @@ class Runtime:
 def build_runtime(settings: ServerSettings) -> Runtime:
     embedder = shared_embedder(settings.embedding, settings.models_dir)
     embedder.warm_queries()
-    catalog = Catalog(
-        settings, embedder.model_id, embedder.dimension, interval=settings.serve.reload_interval_s
-    )
+    catalog = Catalog(settings, embedder.config, interval=settings.serve.reload_interval_s)
     secret = load_secret(settings.data_dir / "server" / "cursor.key")
     service = DocService(settings, catalog, embedder, secret)
     registry = TenantRegistry(settings.auth.tenants_file)

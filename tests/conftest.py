@@ -58,7 +58,7 @@ def settings_for(data_dir: Path, model_dir: Path, **overrides: Any) -> ServerSet
 def open_service(data_dir: Path, model_dir: Path, embedder: Embedder) -> DocService:
     """A service over a built data dir, as the server has it (a fixed cursor key; no hot reload)."""
     settings = settings_for(data_dir, model_dir)
-    catalog = Catalog(settings, embedder.model_id, embedder.dimension, interval=3600)
+    catalog = Catalog(settings, embedder.config, interval=3600)
     return DocService(settings, catalog, embedder, b"k" * 32)
 
 

@@ -93,3 +93,38 @@ def test_search_benchmark_reports_every_series_with_spans(tmp_path: Path, lumen_
     assert "embed" not in report["series"]["bm25"]["span_means_ms"]
     assert report["hybrid_to_dense_p95"] > 0
     assert set(report["targets_met"]) == {"hybrid_p95", "hybrid_to_dense_p95"}
+
+
+def test_remote_benchmark_reports_both_paths_and_the_rerank_cost(tmp_path: Path) -> None:
+    out = tmp_path / "reports" / "remote.json"
+
+    completed = run_script(
+        "bench_remote.py",
+        "--corpus",
+        str(FIXTURE_CORPUS),
+        "--limit-docs",
+        "4",
+        "--rounds",
+        "1",
+        "--queries",
+        "6",
+        "--rerank-delay-ms",
+        "30",
+        "--out",
+        str(out),
+    )
+
+    report = read_report(out)
+    assert "ratio remote / in process" in completed.stdout
+    build = report["build"]
+    assert set(build["runs"]) == {"in_process", "remote"}
+    for series in build["runs"].values():
+        assert series[0]["chunks"] > 0 and series[0]["chunks_per_s"] > 0
+    assert build["runs"]["in_process"][0]["chunks"] == build["runs"]["remote"][0]["chunks"]
+    assert build["runs"]["remote"][0]["embedding_tokens"] > 0
+    assert build["ratio_remote_to_in_process"] > 0
+    search = report["search"]
+    assert search["degraded_searches"] == 0
+    # The stage sleeps 30 ms per search, so the reranked series cannot be faster by that much.
+    assert search["latency"]["with_rerank"]["p50_ms"] > search["latency"]["without_rerank"]["p50_ms"]
+    assert set(report["targets_met"]) == {"remote_build", "rerank_cost"}

@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
+from indexer.embedding import Embedder
 from server.evals.runner import (
+    CONFIGS,
     AnswerMetrics,
     AnswerOutcome,
     AnswerReport,
@@ -36,13 +38,16 @@ from server.evals.runner import (
     page_of,
     recall_at,
     retrieval_metrics,
+    retrieve_for,
     run_eval,
 )
+from server.retrieval.service import Access
 from server.runtime import build_runtime
-from tests.conftest import REPO, settings_for
-from tests.eval_fixtures import mcp_data_dir, mcp_docs
+from tests.conftest import REPO, open_service, settings_for
+from tests.eval_fixtures import git_data_dir, mcp_data_dir, mcp_docs, scrapy_data_dir
 
-__all__ = ["mcp_data_dir", "mcp_docs"]  # session fixtures, re-exported so pytest finds them here
+# Session fixtures, re-exported so pytest finds them here.
+__all__ = ["git_data_dir", "mcp_data_dir", "mcp_docs", "scrapy_data_dir"]
 
 BASELINES = REPO / "tests" / "evals" / "baselines"
 CORPUS_TOLERANCE = 0.03
@@ -294,8 +299,11 @@ def test_malformed_datasets_are_rejected_with_the_line(tmp_path: Path, content: 
 def test_the_committed_baselines_are_readable_reports():
     for name in ("django.json", "mcp-spec.json"):
         report = load_report(BASELINES / name)
-        assert set(report.configs) == {"bm25", "dense", "hybrid_no_rewrite", "full"}
+        assert {"bm25", "dense", "hybrid_no_rewrite", "full"} <= set(report.configs)
         assert report.answers is not None
+    for name in ("scrapy-faq.json", "git-faq.json"):
+        report = load_report(BASELINES / name)
+        assert set(report.configs) == {"bm25", "dense", "rrf60", "hybrid_no_rewrite", "full"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,9 +396,13 @@ def test_eval_reports_every_configuration_and_the_answers(lumen_eval: tuple[Path
     report = json.loads(out.read_text())
     assert report["cases"] == 6 and report["answerable"] == 5
     assert len(report["dataset_sha256"]) == 64
-    assert set(report["configs"]) == {"bm25", "dense", "hybrid_no_rewrite", "full"}
+    assert set(report["configs"]) == {"bm25", "dense", "rrf60", "hybrid_no_rewrite", "full"}
     full = report["configs"]["full"]
     assert (full["mode"], full["rewrites"]) == ("hybrid", True)
+    assert full["overrides"] == {}
+    plain = report["configs"]["rrf60"]
+    assert (plain["mode"], plain["rewrites"]) == ("hybrid", False)
+    assert plain["overrides"] == {"bm25_weight": 1.0, "dense_weight": 1.0, "rrf_k": 60, "fusion": "plain"}
     assert full["metrics"]["cases"] == 5
     assert full["metrics"]["hit_at_5"] == 1.0
     assert full["metrics"]["mrr_at_10"] >= 0.8
@@ -443,6 +455,28 @@ def test_broken_fusion_weights_fail_the_baseline_gate(lumen_eval: tuple[Path, Pa
     )
     assert broken.returncode == 3, broken.stdout[-2000:]
     assert "full.mrr_at_10" in broken.stdout
+
+
+def test_the_rrf60_baseline_is_plain_equal_weight_rrf_and_leaves_the_service_alone(
+    lumen_data_dir: Path, model_dir: Path, embedder: Embedder
+):
+    service = open_service(lumen_data_dir, model_dir, embedder)
+    access = Access(tenant="eval", allowed=lambda _name: True)
+    plain = next(c for c in CONFIGS if c.name == "rrf60")
+    question = "Where does the build cache live and how do I move it?"
+
+    result = retrieve_for(service, access, question, "lumen", None, plain, depth=10)
+
+    assert result.candidates
+    for candidate in result.candidates:
+        expected = sum(1 / (60 + r) for r in (candidate.bm25_rank, candidate.dense_rank) if r is not None)
+        assert candidate.score == pytest.approx(expected)
+    assert result.variants == [question]  # no rewrites
+    # The served settings are untouched: `full` still fuses with its own weights.
+    assert service.settings.retrieval.rrf_k != 60
+    full = next(c for c in CONFIGS if c.name == "full")
+    served = retrieve_for(service, access, question, "lumen", None, full, depth=10)
+    assert served.candidates[0].score > 2 / 61
 
 
 def test_eval_of_an_unknown_collection_fails_with_a_message(lumen_eval: tuple[Path, Path]):
@@ -582,3 +616,95 @@ def test_mcp_spec_eval_holds_its_baseline(mcp_report: EvalReport):
 @pytest.mark.slow
 def test_mcp_spec_hybrid_retrieval_beats_bm25_and_dense(mcp_report: EvalReport):
     _assert_hybrid_beats_single_retrievers(mcp_report)
+
+
+# ---------------------------------------------------------------------------------------------
+# Held-out FAQ sets (docgate's fusion settings were never tuned on them): Scrapy and Git
+
+
+def _assert_at_least_as_good_as_plain_methods(report: EvalReport) -> None:
+    """The served pipeline is no worse than BM25 alone, dense alone and plain RRF (k = 60)."""
+    full = report.configs["full"].metrics
+    for plain in ("bm25", "dense", "rrf60"):
+        other = report.configs[plain].metrics
+        assert full.recall_at_10 >= other.recall_at_10, (plain, full, other)
+        assert full.mrr_at_10 >= other.mrr_at_10, (plain, full, other)
+
+
+@pytest.fixture(scope="module")
+def scrapy_report(
+    tmp_path_factory: pytest.TempPathFactory, scrapy_data_dir: Path, model_dir: Path
+) -> EvalReport:
+    scratch = tmp_path_factory.mktemp("scrapy-eval")
+    dataset = REPO / "tests" / "evals" / "scrapy-faq.jsonl"
+    return _corpus_eval(scrapy_data_dir, scratch, model_dir, dataset, "scrapy", answers=False)
+
+
+@pytest.fixture(scope="module")
+def git_report(tmp_path_factory: pytest.TempPathFactory, git_data_dir: Path, model_dir: Path) -> EvalReport:
+    scratch = tmp_path_factory.mktemp("git-eval")
+    dataset = REPO / "tests" / "evals" / "git-faq.jsonl"
+    return _corpus_eval(git_data_dir, scratch, model_dir, dataset, "git", answers=False)
+
+
+@pytest.mark.corpus
+@pytest.mark.slow
+def test_scrapy_faq_eval_holds_its_baseline(scrapy_report: EvalReport):
+    _assert_matches_baseline(scrapy_report, "scrapy-faq.json")
+
+
+@pytest.mark.corpus
+@pytest.mark.slow
+def test_scrapy_full_pipeline_is_at_least_as_good_as_plain_methods(scrapy_report: EvalReport):
+    _assert_at_least_as_good_as_plain_methods(scrapy_report)
+
+
+@pytest.mark.corpus
+@pytest.mark.slow
+def test_git_faq_eval_holds_its_baseline(git_report: EvalReport):
+    _assert_matches_baseline(git_report, "git-faq.json")
+
+
+@pytest.mark.corpus
+@pytest.mark.slow
+def test_git_full_pipeline_is_at_least_as_good_as_plain_methods(git_report: EvalReport):
+    _assert_at_least_as_good_as_plain_methods(git_report)
+
+
+# ---------------------------------------------------------------------------------------------
+# Near-domain abstention: a neighbouring product's questions, asked of a collection that lacks it
+
+
+@pytest.mark.corpus
+@pytest.mark.slow
+def test_near_domain_questions_are_abstained_on_while_answerable_ones_are_answered(
+    tmp_path_factory: pytest.TempPathFactory,
+    django_data_dir: Path,
+    mcp_data_dir: Path,
+    model_dir: Path,
+    django_report: EvalReport,
+    mcp_report: EvalReport,
+):
+    """MCP questions of the Django index, Django questions of the MCP index, other products in their words."""
+    scratch = tmp_path_factory.mktemp("near-domain")
+    datasets = REPO / "tests" / "evals"
+    django = _corpus_eval(
+        django_data_dir,
+        scratch / "django",
+        model_dir,
+        datasets / "django-near-domain.jsonl",
+        "django",
+        answers=True,
+        version="3.2",
+    )
+    mcp = _corpus_eval(
+        mcp_data_dir, scratch / "mcp", model_dir, datasets / "mcp-near-domain.jsonl", "mcp", answers=True
+    )
+    near = [r.answers.metrics for r in (django, mcp) if r.answers is not None]
+    cases = sum(m.unanswerable_cases for m in near)
+    abstained = sum(m.abstention_rate * m.unanswerable_cases for m in near)
+    assert cases >= 30
+    assert abstained / cases >= 0.9, [m.abstention_rate for m in near]
+    for report in (django_report, mcp_report):  # the answerable questions are still answered
+        assert report.answers is not None
+        assert report.answers.metrics.answer_rate >= 0.9

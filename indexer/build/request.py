@@ -113,6 +113,11 @@ class BuildSummary(BaseModel):
     embed_seconds: float
     chunks_per_second: float
     embeddings_per_second: float
+    embedding_backend: Literal["fastembed", "openai"] = "fastembed"
+    embedding_tokens: int = Field(default=0, description="Input tokens a metered embedding API reported.")
+    embedding_cost_usd: float = Field(
+        default=0.0, description="Their price (embedding.remote.price_per_mtok)."
+    )
     source_kind: Literal["folder", "site"] = "folder"
     crawl: CrawlReport | None = Field(default=None, description="What the crawl did (site sources only).")
     partial: bool = Field(

@@ -53,8 +53,7 @@ class Previous:
         m = self.manifest
         return (
             m is not None
-            and m.embedding_model == embedder.model_id
-            and m.embedding_dimension == embedder.dimension
+            and gens.manifest_embedding(m) == embedder.config
             and m.chunking == chunking_fingerprint(settings)
             and m.parser_version == PARSER_VERSION
         )

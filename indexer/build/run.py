@@ -33,6 +33,9 @@ class Run:
     reuse: bool
     old_docs: dict[str, gens.DocumentRecord]
     version_changed: bool
+    # The embedder's metered usage when this build began (a shared embedder keeps counting).
+    tokens_at_start: int = 0
+    cost_at_start: float = 0.0
 
     @classmethod
     def start(
@@ -67,6 +70,8 @@ class Run:
             version_changed=manifest is not None
             and (manifest.version, manifest.version_from_path, manifest.base_url)
             != (request.version, request.version_from_path, request.base_url),
+            tokens_at_start=embedder.tokens_billed,
+            cost_at_start=embedder.cost_usd,
         )
 
 

@@ -26,10 +26,12 @@ import numpy as np
 import numpy.typing as npt
 
 from indexer.embedding import Embedder
+from indexer.models import ChunkFilter
 from server.answering.cache import CacheScope, SemanticCache
 from server.answering.context import Retrieved, select_context
-from server.answering.grounding import check
+from server.answering.grounding import Evidence, check
 from server.answering.memo import memo_embed
+from server.answering.products import undocumented_products
 from server.answering.providers import AnswerBackend, make_backend
 from server.answering.results import (
     ABSTENTION,
@@ -155,6 +157,7 @@ class Answerer:
                 lambda: check(prepared.question, written.answer, retrieved.evidence, embed, self.grounding)
             )
         reasons = abstention_reasons(written, report, retrieved.evidence)
+        reasons += await anyio.to_thread.run_sync(self._undocumented, prepared, retrieved.evidence)
         abstained = report.abstain or bool(reasons)
         result = self.shaper.shape(
             prepared.question, retrieved, written, report, reasons, abstained, trace_id, max_tokens
@@ -248,6 +251,21 @@ class Answerer:
             self.embedder.truncate_to_tokens,
         )
         return Retrieved(result.candidates, evidence, used, flagged, result.timings_ms)
+
+    def _undocumented(self, prepared: _Prepared, evidence: list[Evidence]) -> list[str]:
+        """An abstention reason when the question names a product these collections do not document."""
+        rare = self.grounding.undocumented_product_chunks
+        if rare < 0:
+            return []
+        flt = ChunkFilter(collections=prepared.names, version=prepared.scope.version)
+
+        def chunks_mentioning(name: str) -> int:
+            snapshots = [prepared.view.snapshots[n] for n in prepared.names]
+            return sum(len(s.lexical.search(name, flt, rare + 1)) for s in snapshots)
+
+        passages = [e.context_text() for e in evidence]
+        missing = undocumented_products(prepared.question, passages, chunks_mentioning, rare)
+        return ["the documentation does not cover " + ", ".join(missing)] if missing else []
 
 
 def validate_question(question: object) -> str:

@@ -21,7 +21,6 @@ import os
 import random
 import re
 import time
-from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import anyio
@@ -29,6 +28,7 @@ import httpx
 import structlog
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from indexer.retrying import parse_retry_after
 from server.answering.grounding import Evidence
 from server.answering.prompts import Redactor, build_prompt, repair_request
 from server.settings import ProviderSettings
@@ -120,24 +120,6 @@ def estimate_cost(usage: Usage, settings: ProviderSettings) -> float:
     return (
         usage.input_tokens * settings.price_per_mtok_in + usage.output_tokens * settings.price_per_mtok_out
     ) / 1_000_000
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def parse_reply(text: str) -> ModelReply:

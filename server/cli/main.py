@@ -16,6 +16,7 @@ from typing import Annotated
 import anyio
 import typer
 
+from indexer import __version__
 from indexer.errors import IndexerError
 from indexer.logs import configure_logging
 from server.cli.admin import audit_app, keys_app
@@ -31,8 +32,19 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"docgate {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _logging() -> None:
+def _logging(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
     """Logs go to stderr from the first line on: stdout carries MCP messages and `--json` output."""
     configure_logging("INFO")
 

@@ -10,8 +10,10 @@ paths (first occurrence wins), and a page is relevant when it is one of the case
     nDCG@10     DCG of the top 10 over the DCG of a perfect ranking of the expected pages
 
 Retrieval metrics use answerable cases only (an unanswerable case has no relevant page). They
-are computed for four retrieval configurations in one run, so the value of each stage shows:
-`bm25`, `dense`, `hybrid_no_rewrite` and `full` (hybrid with rewrites, what `search` serves).
+are computed for five retrieval configurations in one run, so the value of each stage shows:
+`bm25`, `dense`, `rrf60` (the textbook baseline: equal-weight reciprocal rank fusion with k = 60
+over the same two retrievers, no rewrites), `hybrid_no_rewrite` and `full` (hybrid with rewrites,
+what `search` serves).
 
 Answer metrics run every case through the answering core with the configured backend:
 answer rate (answerable, not abstained), abstention rate (unanswerable, abstained), citation
@@ -44,9 +46,9 @@ from server.answering.pipeline import Answerer
 from server.errors import ServiceError
 from server.evals.agent import AgentReport, run_agent
 from server.observability.traces import percentile
-from server.retrieval.hybrid import Mode
+from server.retrieval.hybrid import Mode, RetrievalQuery, RetrievalResult, retrieve
 from server.retrieval.service import Access, DocService
-from server.settings import ServerSettings
+from server.settings import RetrievalSettings, ServerSettings
 
 K = 10
 DEFAULT_DEPTH = 30  # chunks; with at most 2 chunks per page this nearly always yields 10 pages
@@ -290,6 +292,9 @@ class CaseMiss(BaseModel):
 class ConfigReport(BaseModel):
     mode: Mode
     rewrites: bool
+    overrides: dict[str, object] = Field(
+        default_factory=dict, description="Retrieval settings this configuration replaces."
+    )
     metrics: RetrievalMetrics
     ranks: dict[str, int | None] = Field(
         description="Per answerable case: rank of the first expected page within 10, else null."
@@ -346,11 +351,22 @@ class RetrievalConfig:
     name: str
     mode: Mode
     rewrites: bool
+    # Settings replaced for this configuration only (a baseline method, not what `search` serves).
+    overrides: tuple[tuple[str, object], ...] = ()
 
+
+# Plain reciprocal rank fusion as published (Cormack et al.): equal weights, k = 60, nothing adaptive.
+PLAIN_RRF: tuple[tuple[str, object], ...] = (
+    ("bm25_weight", 1.0),
+    ("dense_weight", 1.0),
+    ("rrf_k", 60),
+    ("fusion", "plain"),
+)
 
 CONFIGS = (
     RetrievalConfig("bm25", "bm25", rewrites=False),
     RetrievalConfig("dense", "dense", rewrites=False),
+    RetrievalConfig("rrf60", "hybrid", rewrites=False, overrides=PLAIN_RRF),
     RetrievalConfig("hybrid_no_rewrite", "hybrid", rewrites=False),
     RetrievalConfig("full", "hybrid", rewrites=True),
 )
@@ -414,6 +430,43 @@ def _case_version(case: EvalCase, default: str | None) -> str | None:
     return case.version if case.version is not None else default
 
 
+def retrieve_for(
+    service: DocService,
+    access: Access,
+    question: str,
+    collection: str,
+    version: str | None,
+    config: RetrievalConfig,
+    depth: int,
+) -> RetrievalResult:
+    if not config.overrides:
+        result, _ = service.retrieve(
+            access,
+            question,
+            collections=[collection],
+            version=version,
+            depth=depth,
+            mode=config.mode,
+            rewrites=config.rewrites,
+        )
+        return result
+    # A baseline with other settings runs the same retrieval core over the same view and scope.
+    view = service.catalog.view()
+    scope = service.scope(access, [collection], version, view)
+    settings = RetrievalSettings.model_validate(
+        {**service.settings.retrieval.model_dump(), **dict(config.overrides)}
+    )
+    return retrieve(
+        view,
+        RetrievalQuery(text=question, collections=scope, version=version),
+        service.embedder,
+        settings,
+        depth=depth,
+        mode=config.mode,
+        rewrites=config.rewrites,
+    )
+
+
 def run_retrieval(
     service: DocService,
     access: Access,
@@ -433,14 +486,8 @@ def run_retrieval(
         error: str | None = None
         started = time.perf_counter()
         try:
-            result, _ = service.retrieve(
-                access,
-                case.question,
-                collections=[collection],
-                version=_case_version(case, version),
-                depth=depth,
-                mode=config.mode,
-                rewrites=config.rewrites,
+            result = retrieve_for(
+                service, access, case.question, collection, _case_version(case, version), config, depth
             )
             pages = distinct_pages(c.chunk.path for c in result.candidates)
         except ServiceError as exc:  # e.g. a case's version that the index does not have
@@ -464,6 +511,7 @@ def run_retrieval(
     return ConfigReport(
         mode=config.mode,
         rewrites=config.rewrites,
+        overrides=dict(config.overrides),
         metrics=retrieval_metrics(rankings, latencies),
         ranks=ranks,
         failures=failures,

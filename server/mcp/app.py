@@ -18,6 +18,7 @@ from mcp.types import (
 )
 from pydantic import Field
 
+from indexer import __version__
 from server.answering.pipeline import AnswerResult, SampledReply, SampleFn, validate_question
 from server.errors import UnknownChunk, UnknownCollection
 from server.mcp.gateway import AuditEveryCall, CallRecord, Gateway
@@ -114,6 +115,7 @@ def create_mcp_server(
     )
     mcp = MCPServer(
         name="docgate",
+        version=__version__,
         instructions=INSTRUCTIONS,
         middleware=[AuditEveryCall(gateway)],
         # Entered once per process on stdio and HTTP alike; leaving it closes the runtime.

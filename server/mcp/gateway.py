@@ -20,6 +20,7 @@ from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel
 
+from indexer.errors import IndexerError
 from server.errors import BudgetExhausted, RateLimited, ServiceError
 from server.observability import otel
 from server.retrieval.service import Access, DocService
@@ -146,7 +147,8 @@ class Gateway:
             result = await core(access, record)
             tokens_out = record.tokens_out if record.tokens_out is not None else self.service.tokens(result)
             self.budget.charge(tenant, record.tokens_in + tokens_out)
-        except (InvalidArgument, ServiceError, ToolError) as error:
+        # IndexerError too: its messages are one actionable line (e.g. a remote embedding API down).
+        except (InvalidArgument, ServiceError, ToolError, IndexerError) as error:
             code = getattr(
                 error, "code", "invalid_argument" if isinstance(error, InvalidArgument) else "error"
             )

@@ -76,7 +76,12 @@ class ResponseBudget:
         return self.embedder.count_tokens(to_json(model))
 
     def fit_search(
-        self, query: str, variants: list[str], hits: list[SearchHit], max_tokens: int
+        self,
+        query: str,
+        variants: list[str],
+        hits: list[SearchHit],
+        max_tokens: int,
+        degraded: Sequence[str] = (),
     ) -> tuple[SearchResult, int]:
         """Keep whole hits in rank order while the response stays within `max_tokens`.
 
@@ -85,7 +90,13 @@ class ResponseBudget:
         tokens plus each hit's plus one per separating comma; counting two per hit bounds it.
         """
         result = SearchResult(
-            query=query, rewritten_queries=variants, hits=[], next_cursor=None, truncated=False
+            query=query,
+            rewritten_queries=variants,
+            hits=[],
+            next_cursor=None,
+            truncated=False,
+            degraded=bool(degraded),
+            degraded_reasons=list(degraded),
         )
         budget = max_tokens - CURSOR_ROOM
         used = self.tokens(result)

@@ -17,6 +17,7 @@ from pathlib import Path
 import structlog
 
 from indexer import generations as gens
+from indexer.embedding.base import EmbeddingConfig
 from indexer.errors import IndexerError
 from indexer.lexical import LexicalIndex
 from indexer.settings import IndexerSettings
@@ -66,7 +67,9 @@ class CatalogView:
         return {name: s.generation for name, s in self.snapshots.items()}
 
 
-def open_snapshot(settings: IndexerSettings, name: str, model: str, dimension: int | None) -> Snapshot:
+def open_snapshot(
+    settings: IndexerSettings, name: str, model: str | EmbeddingConfig, dimension: int | None
+) -> Snapshot:
     generation, manifest = gens.require_current(settings.collections_dir, name)
     gens.check_model(manifest, model, dimension)
     gen_dir = gens.generation_dir(settings.collections_dir, name, generation)
@@ -79,8 +82,13 @@ class Catalog:
     """Thread-safe holder of the current `CatalogView`, refreshed at most every `interval` seconds."""
 
     def __init__(
-        self, settings: IndexerSettings, model: str, dimension: int | None, interval: float = 1.0
+        self,
+        settings: IndexerSettings,
+        model: str | EmbeddingConfig,
+        dimension: int | None = None,
+        interval: float = 1.0,
     ) -> None:
+        """`model` is the embedding configuration generations must match (a bare name checks less)."""
         self._settings = settings
         self._model = model
         self._dimension = dimension

@@ -13,22 +13,30 @@ ones already seen: page n of a result list stays a prefix of page n+1's, however
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import structlog
+
 from indexer.embedding import Embedder, Vectors
+from indexer.errors import EmbeddingServiceFailed
 from indexer.lexical import LexicalHit
 from indexer.models import Chunk, ChunkFilter
 from indexer.vectors import VectorHit
+from server.errors import IndexUnavailable
 from server.observability.stages import StageTimer
 from server.retrieval.catalog import CatalogView, Snapshot
+from server.retrieval.fusion import Ranked as Ranked  # re-exported beside `retrieve`
+from server.retrieval.fusion import rrf_fuse
+from server.retrieval.rerank import shared_reranker
 from server.retrieval.rewriting import rewrite
 from server.retrieval.selection import Candidate, Fused, select
 from server.settings import RetrievalSettings
 
 __all__ = ["FEEDBACK_DEPTH", "Candidate", "Mode", "RetrievalQuery", "RetrievalResult", "retrieve"]
+
+log = structlog.get_logger()
 
 Mode = Literal["hybrid", "bm25", "dense"]
 FEEDBACK_DEPTH = 5
@@ -71,17 +79,8 @@ class RetrievalResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     bm25_ids: list[list[str]] = field(default_factory=list)
     dense_ids: list[list[str]] = field(default_factory=list)
-
-
-@dataclass
-class Ranked:
-    """One ranked list from one retriever for one phrasing, merged across collections."""
-
-    retriever: Literal["bm25", "dense"]
-    variant: int
-    hits: list[tuple[str, float]]
-    # The retriever's main list (full weight); other phrasings are discounted by `rewrite_weight`.
-    primary: bool
+    # Stages that failed and were skipped, each with why; the candidates are still valid.
+    degraded: list[str] = field(default_factory=list)
 
 
 def _merge_by_score(
@@ -173,6 +172,7 @@ def retrieve(
     timer.span("rewrite", t0)
 
     ranked: list[Ranked] = []
+    degraded: list[str] = []
     if mode in ("hybrid", "bm25"):
         t0 = time.perf_counter()
         # BM25 takes the keyword form *instead of* the raw question when there is one: question words
@@ -199,29 +199,51 @@ def retrieve(
         # default only the original is embedded; `dense_rewrites` embeds every phrasing in one batch.
         dense_texts = variants if settings.dense_rewrites else variants[:1]
         t0 = time.perf_counter()
-        lists.vectors = embedder.embed_queries(dense_texts)
+        lists.vectors = _embed_queries(embedder, dense_texts, mode, degraded)
         timer.span("embed", t0)
         t0 = time.perf_counter()
         ranked.extend(lists.dense(limit))
         timer.span("dense", t0)
 
+    rerank = settings.rerank
     t0 = time.perf_counter()
+    # Reranked or not, the head that goes to the reranker is fixed, so pages stay prefix-consistent.
     candidates = select(
         _tiers(lists, ranked, limit, settings, timer),
         lists.resolve,
-        depth=depth,
+        depth=max(depth, rerank.top_n) if rerank.enabled else depth,
         cap=settings.max_chunks_per_document,
     )
     timer.span("fuse", t0)
     if "deepen" in timer.spans:  # the deeper searches ran inside the walk: report them apart
         timer.spans["fuse"] = round(timer.spans["fuse"] - timer.spans["deepen"], 3)
+    if rerank.enabled:
+        t0 = time.perf_counter()
+        outcome = shared_reranker(rerank).rerank(query.text, candidates)
+        timer.span("rerank", t0)
+        if outcome.failure is not None:
+            degraded.append(f"rerank skipped, fused order kept: {outcome.failure}")
+        candidates = outcome.candidates[:depth]
     return RetrievalResult(
         candidates=candidates,
         variants=variants,
         timings_ms=timer.spans,
         bm25_ids=[[cid for cid, _ in r.hits[:20]] for r in ranked if r.retriever == "bm25"],
         dense_ids=[[cid for cid, _ in r.hits[:20]] for r in ranked if r.retriever == "dense"],
+        degraded=degraded,
     )
+
+
+def _embed_queries(embedder: Embedder, texts: list[str], mode: Mode, degraded: list[str]) -> Vectors | None:
+    """Query vectors, or None when a remote embedding service failed and keyword results must do."""
+    try:
+        return embedder.embed_queries(texts)
+    except EmbeddingServiceFailed as error:
+        if mode == "dense":
+            raise IndexUnavailable(f"semantic search is unavailable: {error}") from None
+        log.warning("dense_search_skipped", reason=str(error))
+        degraded.append(f"semantic search skipped, keyword (BM25) results only: {error}")
+        return None
 
 
 def _tiers(
@@ -231,7 +253,7 @@ def _tiers(
     ranked = first
     seen: set[str] = set()
     while True:
-        ranking = [entry for entry in rrf_fuse(ranked, settings) if entry.chunk_id not in seen]
+        ranking = [entry for entry in rrf_fuse(ranked, settings, lists.resolve) if entry.chunk_id not in seen]
         seen.update(entry.chunk_id for entry in ranking)
         yield ranking
         # A list shorter than its limit holds every match in scope: deeper search finds nothing new.
@@ -241,34 +263,3 @@ def _tiers(
         t0 = time.perf_counter()
         ranked = lists.search(limit)
         timer.span("deepen", t0)
-
-
-def rrf_fuse(ranked: Sequence[Ranked], settings: RetrievalSettings) -> list[Fused]:
-    """Weighted reciprocal rank fusion of the ranked lists, best first (ties by chunk id)."""
-    scores: dict[str, float] = defaultdict(float)
-    bm25_rank: dict[str, int] = {}
-    dense_rank: dict[str, int] = {}
-    bm25_score: dict[str, float] = {}
-    dense_score: dict[str, float] = {}
-    for lst in ranked:
-        weight = settings.bm25_weight if lst.retriever == "bm25" else settings.dense_weight
-        if not lst.primary:
-            weight *= settings.rewrite_weight
-        ranks, values = (bm25_rank, bm25_score) if lst.retriever == "bm25" else (dense_rank, dense_score)
-        for rank, (chunk_id, value) in enumerate(lst.hits, start=1):
-            scores[chunk_id] += weight / (settings.rrf_k + rank)
-            if lst.primary or chunk_id not in ranks:
-                ranks[chunk_id] = min(rank, ranks.get(chunk_id, rank))
-                values[chunk_id] = max(value, values.get(chunk_id, value))
-    order = sorted(scores, key=lambda cid: (-scores[cid], cid))
-    return [
-        Fused(
-            chunk_id=chunk_id,
-            score=scores[chunk_id],
-            bm25_rank=bm25_rank.get(chunk_id),
-            dense_rank=dense_rank.get(chunk_id),
-            bm25_score=bm25_score.get(chunk_id),
-            dense_score=dense_score.get(chunk_id),
-        )
-        for chunk_id in order
-    ]

@@ -49,6 +49,11 @@ class SearchResult(BaseModel):
         description="Pass as `cursor` to get the next page; null when there is none."
     )
     truncated: bool = Field(description="True when max_tokens cut the page short (next_cursor continues it).")
+    degraded: bool = Field(
+        default=False,
+        description="True when a search stage failed and was skipped (see degraded_reasons); hits are still valid.",
+    )
+    degraded_reasons: list[str] = Field(default_factory=list, description="Which stage was skipped and why.")
 
 
 class ChunkView(BaseModel):

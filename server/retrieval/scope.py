@@ -58,8 +58,12 @@ def resolve_scope(
     `default_version` gives a collection's default when `version` is None (`latest` unless set).
     """
     visible = sorted(name for name in view.snapshots if access.allowed(name))
+    # Published but refused (e.g. embedded with another model): say why, to tenants granted it.
+    broken = {name: why for name, why in view.unavailable.items() if access.allowed(name)}
     if requested:
         for name in requested:
+            if name not in visible and name in broken:
+                raise IndexUnavailable(f"collection {name!r} cannot be served: {broken[name]}")
             if name not in visible:
                 raise UnknownCollection(
                     f"unknown collection {name!r}; available: {', '.join(visible) or 'none'} "
@@ -68,6 +72,9 @@ def resolve_scope(
         chosen = list(requested)
     else:
         chosen = visible
+    if not chosen and broken:
+        name, why = sorted(broken.items())[0]
+        raise IndexUnavailable(f"collection {name!r} cannot be served: {why}")
     if not chosen:
         raise IndexUnavailable(
             "no documentation collection is available to you yet; an operator must publish one "

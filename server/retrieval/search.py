@@ -84,7 +84,7 @@ def search_page(
     snippets = _snippets(scope, query, page, settings.snippet_chars)
     hits = [_hit(c, scope, snippets.get(c.chunk.chunk_id), embedder, settings) for c in page]
     shaped_at = time.perf_counter()
-    shaped, bound = budget.fit_search(query, result.variants[1:], hits, max_tokens)
+    shaped, bound = budget.fit_search(query, result.variants[1:], hits, max_tokens, result.degraded)
     # Stages after retrieval, beside its own spans: a slower trace then names the stage that grew.
     result.timings_ms["snippets"] = round((shaped_at - started) * 1000, 3)
     result.timings_ms["budget"] = round((time.perf_counter() - shaped_at) * 1000, 3)
