@@ -7,9 +7,12 @@ Rules, in order of importance:
 - blocks (paragraphs, lists, tables, code blocks) are packed whole; a block is split only when
   it alone exceeds `max_tokens` (prose at sentence boundaries, code at line boundaries);
 - a section smaller than `min_tokens` merges into the next one (its heading kept inline as text),
-  so tiny sections do not become chunks with no substance;
+  so tiny sections do not become chunks with no substance; each merged section keeps its own
+  heading path and anchor as a `ChunkPart` (character offsets into the text), so a hit or a page
+  labels the part it shows, not only the first section of the chunk;
 - when a section spans several chunks, each continuation repeats the tail of the previous chunk
-  (up to `overlap_tokens`) so a sentence cut at the boundary is still retrievable in context.
+  (up to `overlap_tokens`) so a sentence cut at the boundary is still retrievable in context;
+  `overlap_chars` records how much, so a page rebuilt from its chunks says it only once.
 
 IDs come from (collection, path, heading path, ordinal within that heading path), so editing one
 section leaves the IDs of every other section unchanged.
@@ -21,7 +24,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from indexer.models import Chunk, Document, embedding_context, stable_chunk_id, text_hash
+from indexer.models import Chunk, ChunkPart, Document, embedding_context, stable_chunk_id, text_hash
 from indexer.settings import ChunkingSettings
 
 CountTokens = Callable[[str], int]
@@ -29,8 +32,11 @@ CountTokens = Callable[[str], int]
 # A body budget never shrinks below this, however long a page's heading path: such a chunk is
 # better slightly truncated by the model than split into fragments with no substance.
 MIN_BODY_TOKENS = 64
+CHUNK_LABELS_VERSION = 2
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(\[])")
+_FENCE_OPEN = re.compile(r"^(`{3,})([^`\s]*)", re.MULTILINE)
+PIECE_SEPARATOR = "\n\n"
 
 
 @dataclass
@@ -39,15 +45,56 @@ class _Piece:
     tokens: int
 
 
+@dataclass(frozen=True)
+class _Label:
+    heading_path: tuple[str, ...]
+    anchor: str | None
+
+
+@dataclass
+class _Mark:
+    """Where one section's pieces begin inside a pending chunk."""
+
+    label: _Label
+    index: int
+    inline_heading: bool = False
+
+
 @dataclass
 class _Pending:
     heading_path: list[str]
     anchor: str | None
     pieces: list[_Piece] = field(default_factory=list)
+    marks: list[_Mark] = field(default_factory=list)
+    overlap: int = 0  # leading pieces repeated from the previous chunk
 
     @property
     def tokens(self) -> int:
         return sum(p.tokens for p in self.pieces)
+
+    @property
+    def last_label(self) -> _Label:
+        return self.marks[-1].label if self.marks else _Label(tuple(self.heading_path), self.anchor)
+
+    def mark(self, label: _Label, inline_heading: bool = False) -> None:
+        """The pieces appended next belong to `label` (a no-op while the label stays the same)."""
+        if not self.marks or self.marks[-1].label != label:
+            self.marks.append(_Mark(label, len(self.pieces), inline_heading))
+
+
+def code_languages(text: str) -> list[str]:
+    """Languages of the fenced code blocks in `text`, in order of appearance, '' for unnamed ones."""
+    found: list[str] = []
+    inside: str | None = None
+    for match in _FENCE_OPEN.finditer(text):
+        fence_run, info = match.group(1), match.group(2)
+        if inside is None:
+            inside = fence_run
+            if info.lower() not in found:
+                found.append(info.lower())
+        elif fence_run == inside and not info:
+            inside = None
+    return found
 
 
 def _split_oversized(block: str, max_tokens: int, count: CountTokens) -> list[str]:
@@ -161,18 +208,21 @@ def chunk_document(
                 pieces.append(_Piece(block, tokens))
         if not pieces:
             continue
+        label = _Label(tuple(section.heading_path), section.anchor)
+        inline = False
         if carry is not None:
             # Keep the merged section's own heading visible, as a line of text.
             heading = section.heading_path[-1] if section.heading_path else ""
             if heading and heading not in carry.heading_path:
                 pieces.insert(0, _Piece(heading, count_tokens(heading)))
+                inline = True
             current = carry
             carry = None
             # The merged chunk is embedded under the carried section's headings.
             limits = body_limits(current.heading_path)
         else:
             current = _Pending(list(section.heading_path), section.anchor)
-        section_chunks = _pack(current, pieces, limits, count_tokens)
+        section_chunks = _pack(current, pieces, limits, count_tokens, label, inline)
         is_last = index == len(sections) - 1
         tail = section_chunks[-1]
         if tail.tokens < settings.min_tokens and len(section_chunks) == 1 and not is_last:
@@ -184,7 +234,16 @@ def chunk_document(
         if packed and packed[-1].tokens + carry.tokens <= body_limits(packed[-1].heading_path).max_tokens:
             heading = carry.heading_path[-1] if carry.heading_path else ""
             extra = ([_Piece(heading, count_tokens(heading))] if heading else []) + carry.pieces
-            packed[-1].pieces.extend(extra)
+            last = packed[-1]
+            base = len(last.pieces)
+            shift = 1 if heading else 0
+            for mark in carry.marks or [_Mark(_Label(tuple(carry.heading_path), carry.anchor), 0)]:
+                # The carried parts move with their pieces, after the heading line put before them.
+                index = base if mark.index == 0 else base + shift + mark.index
+                last.marks.append(
+                    _Mark(mark.label, index, mark.inline_heading or (mark.index == 0 and bool(heading)))
+                )
+            last.pieces.extend(extra)
         else:
             packed.append(carry)
 
@@ -194,7 +253,7 @@ def chunk_document(
         key = tuple(pending.heading_path)
         ordinal = ordinals.get(key, 0)
         ordinals[key] = ordinal + 1
-        text = "\n\n".join(p.text for p in pending.pieces)
+        text = PIECE_SEPARATOR.join(p.text for p in pending.pieces)
         chunk = Chunk(
             chunk_id=stable_chunk_id(collection, document.path, pending.heading_path, ordinal),
             collection=collection,
@@ -210,29 +269,86 @@ def chunk_document(
             doc_hash=document.content_hash,
             text_hash="",
             tokens=pending.tokens,
+            parts=_parts(pending),
+            overlap_chars=_offsets(pending)[pending.overlap] if pending.overlap else 0,
+            code_languages=code_languages(text),
         )
         # The hash covers what is embedded, so equal hashes mean an identical vector.
         chunks.append(chunk.model_copy(update={"text_hash": text_hash(chunk.embedding_text())}))
     return chunks
 
 
+def _offsets(pending: _Pending) -> list[int]:
+    """Character offset of each piece in the joined text (plus one past the end)."""
+    out = [0]
+    for piece in pending.pieces:
+        out.append(out[-1] + len(piece.text) + len(PIECE_SEPARATOR))
+    return out
+
+
+def _parts(pending: _Pending) -> list[ChunkPart]:
+    offsets = _offsets(pending)
+    marks = pending.marks or [_Mark(_Label(tuple(pending.heading_path), pending.anchor), 0)]
+    parts: list[ChunkPart] = []
+    for mark in marks:
+        if mark.index >= len(pending.pieces):
+            continue  # a section whose first piece went to the next chunk
+        start = offsets[mark.index]
+        body = (
+            min(offsets[mark.index + 1], offsets[-1] - len(PIECE_SEPARATOR)) if mark.inline_heading else start
+        )
+        parts.append(
+            ChunkPart(
+                heading_path=list(mark.label.heading_path),
+                anchor=mark.label.anchor,
+                start=start,
+                body_start=body,
+            )
+        )
+    return parts
+
+
 def _pack(
-    start: _Pending, pieces: list[_Piece], settings: ChunkingSettings, count: CountTokens
+    start: _Pending,
+    pieces: list[_Piece],
+    settings: ChunkingSettings,
+    count: CountTokens,
+    label: _Label,
+    inline_heading: bool = False,
 ) -> list[_Pending]:
-    """Greedy packing of one section's pieces into chunks near `target_tokens`."""
+    """Greedy packing of one section's pieces into chunks near `target_tokens`.
+
+    `start` may already hold a carried tiny section; the section's own pieces are marked with
+    `label`, and a continuation chunk takes the label of the section it continues.
+    """
     out: list[_Pending] = [start]
+    first = True
     for piece in pieces:
         current = out[-1]
         fits_target = current.tokens + piece.tokens <= settings.target_tokens
         # A code block that would be split off from its lead-in prose may stretch to max_tokens.
         fits_max = current.tokens + piece.tokens <= settings.max_tokens and piece.text.startswith("```")
         if not current.pieces or fits_target or fits_max:
+            current.mark(label, inline_heading and first)
             current.pieces.append(piece)
+            first = False
             continue
-        following = _Pending(list(current.heading_path), current.anchor)
-        overlap = _overlap_tail(current.pieces, settings.overlap_tokens, count)
-        if sum(o.tokens for o in overlap) + piece.tokens <= settings.max_tokens:
-            following.pieces.extend(overlap)
+        following = _Pending(list(label.heading_path), label.anchor)
+        # Only a section cut in the middle repeats its tail; a chunk that starts a section does not.
+        if current.last_label == label:
+            overlap = _overlap_tail(current.pieces, settings.overlap_tokens, count)
+            if sum(o.tokens for o in overlap) + piece.tokens <= settings.max_tokens:
+                following.mark(label)
+                following.pieces.extend(overlap)
+                following.overlap = len(overlap)
+        # A section's heading line that opens a fresh chunk is already said by its label.
+        if inline_heading and first:
+            first = False
+            following.mark(label)
+            out.append(following)
+            continue
+        following.mark(label)
         following.pieces.append(piece)
+        first = False
         out.append(following)
     return out

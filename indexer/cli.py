@@ -126,6 +126,7 @@ def _request(
     exclude: list[str] | None,
     crawl_limits: dict[str, Any],
     incremental: bool,
+    base_url: str | None = None,
 ) -> BuildRequest:
     if (source is None) == (url is None):
         _fail("give exactly one source: --source PATH (a folder) or --url URL (a website)", 2)
@@ -146,6 +147,7 @@ def _request(
             include=include or [],
             exclude=exclude or [],
             incremental=incremental,
+            base_url=base_url,
         )
     except ValidationError as error:
         _fail(str(error.errors()[0]["msg"]).removeprefix("Value error, "), 2)
@@ -262,6 +264,14 @@ VersionFromPathOption = Annotated[
         "side by side, e.g. '^specification/([^/]+)/'; other documents get --version.",
     ),
 ]
+BaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url",
+        help="Where a folder's pages live on the web, e.g. https://docs.djangoproject.com/en/3.2/; "
+        "hits and pages then link to the live page.",
+    ),
+]
 IncludeOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -301,12 +311,15 @@ def build(
     max_pages: MaxPagesOption = None,
     max_depth: MaxDepthOption = None,
     allow_private: AllowPrivateOption = False,
+    base_url: BaseUrlOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Parse, chunk and embed every document under SOURCE (or crawled from URL) into a new generation, then publish it."""
     limits = _crawl_limits(max_pages, max_depth, allow_private)
-    request = _request(collection, source, url, version, version_from_path, include, exclude, limits, False)
+    request = _request(
+        collection, source, url, version, version_from_path, include, exclude, limits, False, base_url
+    )
     _run_build(request, config, as_json)
 
 
@@ -324,6 +337,7 @@ def update(
     max_pages: MaxPagesOption = None,
     max_depth: MaxDepthOption = None,
     allow_private: AllowPrivateOption = False,
+    base_url: BaseUrlOption = None,
     force: Annotated[
         bool, typer.Option("--force", help="Allow a source other than the one the collection was built from.")
     ] = False,
@@ -332,7 +346,7 @@ def update(
 ) -> None:
     """Like build, but re-embed only documents whose content changed; publish nothing if none did.
 
-    Source, version label, --version-from-path and include/exclude globs default to what the
+    Source, version label, --version-from-path, include/exclude globs and --base-url default to what the
     published build recorded; a different source is refused unless --force.
     A site is refreshed with conditional requests: pages the server reports unchanged are reused as they are.
     """
@@ -355,9 +369,19 @@ def update(
         if recorded.source_kind == "folder" and url is None:
             include = include if include is not None else recorded.include
             exclude = exclude if exclude is not None else recorded.exclude
+            base_url = base_url if base_url is not None else recorded.base_url
     limits = _crawl_limits(max_pages, max_depth, allow_private)
     request = _request(
-        collection, source, url, version or "latest", version_from_path, include, exclude, limits, True
+        collection,
+        source,
+        url,
+        version or "latest",
+        version_from_path,
+        include,
+        exclude,
+        limits,
+        True,
+        base_url,
     )
     _run_build(request, config, as_json)
 

@@ -79,6 +79,9 @@ class Manifest(BaseModel):
     version: str
     version_from_path: str | None = None
     versions: list[str] = Field(default_factory=list, description="Every version label the chunks carry.")
+    base_url: str | None = Field(
+        default=None, description="Public URL of a folder's root (`--base-url`): pages link to it + path."
+    )
     generation: int
     embedding_model: str
     embedding_dimension: int

@@ -35,6 +35,7 @@ def build_schema() -> tantivy.Schema:
     builder.add_text_field("version", stored=False, tokenizer_name="raw", index_option="basic")
     builder.add_text_field("path", stored=False, tokenizer_name="raw", index_option="basic")
     builder.add_text_field("path_prefix", stored=False, tokenizer_name="raw", index_option="basic")
+    builder.add_text_field("has_code", stored=False, tokenizer_name="raw", index_option="basic")
     builder.add_text_field("title", stored=False, tokenizer_name=ANALYZER_NAME)
     builder.add_text_field("headings", stored=False, tokenizer_name=ANALYZER_NAME)
     builder.add_text_field("body", stored=False, tokenizer_name=ANALYZER_NAME)
@@ -66,6 +67,7 @@ def write_index(directory: Path, chunks: Iterable[Chunk]) -> int:
         doc.add_text("path", chunk.path)
         for prefix in path_prefixes(chunk.path):
             doc.add_text("path_prefix", prefix)
+        doc.add_text("has_code", "1" if chunk.has_code else "0")
         doc.add_text("title", fold_text(chunk.title))
         doc.add_text("headings", fold_text(" ".join(chunk.heading_path)))
         doc.add_text("body", fold_text(chunk.text))
@@ -118,6 +120,10 @@ class LexicalIndex:
             )
         if flt.version is not None:
             must.append(tantivy.Query.term_query(self._schema, "version", flt.version))
+        if flt.versions:
+            must.append(tantivy.Query.term_set_query(self._schema, "version", list(flt.versions)))
+        if flt.code_only:
+            must.append(tantivy.Query.term_query(self._schema, "has_code", "1"))
         if flt.path_prefix:
             must.append(tantivy.Query.term_query(self._schema, "path_prefix", flt.path_prefix.strip("/")))
         return must

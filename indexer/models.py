@@ -58,6 +58,17 @@ class Document(BaseModel):
     content_hash: str = ""
 
 
+class ChunkPart(BaseModel):
+    """One section's share of a chunk: a chunk that merges small sections labels each part itself."""
+
+    heading_path: list[str]
+    anchor: str | None = None
+    start: int = Field(ge=0, description="Character offset in the chunk text where this part begins.")
+    body_start: int = Field(
+        ge=0, description="Offset after the part's own heading line (equal to `start` when it has none)."
+    )
+
+
 class Chunk(BaseModel):
     """The unit of retrieval: stored in Tantivy (text + metadata) and the vector store (embedding)."""
 
@@ -77,6 +88,34 @@ class Chunk(BaseModel):
     doc_hash: str
     text_hash: str
     tokens: int = 0
+    parts: list[ChunkPart] = Field(
+        default_factory=list,
+        description="Per-section labels in text order; empty in indexes built before parts existed.",
+    )
+    overlap_chars: int = Field(
+        default=0, ge=0, description="Leading characters repeated from the previous chunk's tail."
+    )
+    code_languages: list[str] = Field(
+        default_factory=list, description="Languages of the fenced code blocks ('' when unnamed)."
+    )
+
+    @property
+    def has_code(self) -> bool:
+        return bool(self.code_languages)
+
+    def labels(self) -> list[ChunkPart]:
+        """The chunk's parts, or one part spanning it all for chunks indexed without parts."""
+        if self.parts:
+            return self.parts
+        return [ChunkPart(heading_path=self.heading_path, anchor=self.anchor, start=0, body_start=0)]
+
+    def part_at(self, offset: int) -> ChunkPart:
+        """The part that holds the character at `offset`."""
+        found = self.labels()[0]
+        for part in self.labels():
+            if part.start <= offset:
+                found = part
+        return found
 
     @property
     def source(self) -> str:
@@ -98,6 +137,9 @@ class ChunkFilter(BaseModel):
     collections: tuple[str, ...] = ()
     version: str | None = None
     path_prefix: str | None = None
+    # Any of these labels (resolved per collection by the server); empty means no restriction.
+    versions: tuple[str, ...] = ()
+    code_only: bool = False
 
 
 def embedding_context(title: str, heading_path: list[str]) -> str:

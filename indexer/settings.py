@@ -2,7 +2,7 @@
 
 `docgate-index` and `docgate` read the same file, so both validate the whole tree: the indexer's
 sections (embedding, chunking, vectors) and the server's (retrieval, serve, auth, audit, answer,
-cache). It lives here because the indexer never imports the server. Every table forbids unknown
+cache, and `[collections.<name>]` per collection). It lives here because the indexer never imports the server. Every table forbids unknown
 keys, in the file and in the environment alike: `[retrieval] rrf = 30` or
 `DOCGATE_RETRIEVAL__RRF=30` is a startup error naming the key and the valid ones
 (`indexer.settings_check` words it), never a silently ignored setting.
@@ -342,6 +342,18 @@ class ServeSettings(Section):
     session_idle_timeout_s: float = Field(
         default=1800.0, gt=0, le=86_400, description="An HTTP session unused this long is closed."
     )
+    resource_page_size: int = Field(
+        default=100, ge=1, le=1000, description="Resources per `resources/list` page."
+    )
+
+
+class CollectionSettings(Section):
+    """Serving choices for one collection (`[collections.<name>]`)."""
+
+    default_version: str = Field(
+        default="latest",
+        description="What a search without `version` reads: a label, 'latest' or a range such as '4.x'.",
+    )
 
 
 class AuthSettings(Section):
@@ -461,6 +473,9 @@ class Settings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     answer: AnswerSettings = Field(default_factory=AnswerSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    collections: dict[str, CollectionSettings] = Field(
+        default_factory=dict, description="Per-collection serving settings, by collection name."
+    )
 
     # Short environment names. An alias is matched as the whole variable name (the prefix is not
     # added to it), so these fields read only DOCGATE_TENANTS_FILE etc.; the validator below moves
@@ -559,6 +574,11 @@ class Settings(BaseSettings):
     @property
     def audit_key_dir(self) -> Path:
         return self.audit.key_dir or self.data_dir / "server" / "audit-keys"
+
+    def default_version(self, collection: str) -> str:
+        """What a search without `version` reads in `collection` (`latest` unless configured)."""
+        settings = self.collections.get(collection)
+        return settings.default_version if settings is not None else "latest"
 
 
 # The indexer's name for the tree (it reads the indexer's sections; it validates all of them).

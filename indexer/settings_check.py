@@ -41,6 +41,14 @@ def _section_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _named_tables(annotation: Any) -> type[BaseModel] | None:
+    """The model of each entry of a table of named tables (`dict[str, X]`, `[collections.<name>]`)."""
+    if typing.get_origin(annotation) is dict:
+        _, value = typing.get_args(annotation)
+        return _section_model(value)
+    return None
+
+
 def _aliases(model: type[BaseModel]) -> set[str]:
     names: set[str] = set()
     for field in model.model_fields.values():
@@ -58,10 +66,18 @@ def valid_keys(model: type[BaseModel]) -> list[str]:
 
 def _model_at(root: type[BaseModel], path: tuple[str, ...]) -> type[BaseModel] | None:
     model: type[BaseModel] | None = root
-    for part in path:
+    parts = iter(path)
+    for part in parts:
         if model is None or part not in model.model_fields:
             return None
-        model = _section_model(model.model_fields[part].annotation)
+        annotation = model.model_fields[part].annotation
+        entry = _named_tables(annotation)
+        if entry is not None:
+            if next(parts, None) is None:
+                return None  # the table of names itself: its keys are free
+            model = entry
+        else:
+            model = _section_model(annotation)
     return model
 
 
@@ -112,7 +128,12 @@ def unknown_environment_names(root: type[BaseModel], environ: Mapping[str, str])
     points at.
     """
     fields = [name for name, field in root.model_fields.items() if field.validation_alias is None]
-    tables = [name for name in fields if _section_model(root.model_fields[name].annotation) is not None]
+    tables = [
+        name
+        for name in fields
+        if _section_model(root.model_fields[name].annotation) is not None
+        or _named_tables(root.model_fields[name].annotation) is not None
+    ]
     known = {PREFIX + name.upper() for name in fields} | LOADER_VARIABLES | _aliases(root)
     problems: list[str] = []
     for variable in sorted(environ):

@@ -26,7 +26,7 @@ from indexer.lexical import path_prefixes
 from indexer.models import Chunk, ChunkFilter
 from indexer.settings import VectorSettings
 
-FILTER_FIELDS = ("collection", "version", "path_prefix")
+FILTER_FIELDS = ("collection", "version", "path_prefix", "has_code")
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ def chunk_payload(chunk: Chunk) -> dict[str, Any]:
         "collection": chunk.collection,
         "version": chunk.version,
         "path_prefix": path_prefixes(chunk.path),
+        "has_code": "1" if chunk.has_code else "0",
     }
 
 
@@ -73,6 +74,10 @@ def _edge_filter(flt: ChunkFilter) -> edge.Filter | None:
         must.append(edge.FieldCondition(key="collection", match=edge.MatchAny(list(flt.collections))))
     if flt.version is not None:
         must.append(edge.FieldCondition(key="version", match=edge.MatchValue(flt.version)))
+    if flt.versions:
+        must.append(edge.FieldCondition(key="version", match=edge.MatchAny(list(flt.versions))))
+    if flt.code_only:
+        must.append(edge.FieldCondition(key="has_code", match=edge.MatchValue("1")))
     if flt.path_prefix:
         must.append(edge.FieldCondition(key="path_prefix", match=edge.MatchValue(flt.path_prefix.strip("/"))))
     return edge.Filter(must=must) if must else None
@@ -217,6 +222,10 @@ class QdrantVectors:
             )
         if flt.version is not None:
             must.append(models.FieldCondition(key="version", match=models.MatchValue(value=flt.version)))
+        if flt.versions:
+            must.append(models.FieldCondition(key="version", match=models.MatchAny(any=list(flt.versions))))
+        if flt.code_only:
+            must.append(models.FieldCondition(key="has_code", match=models.MatchValue(value="1")))
         if flt.path_prefix:
             must.append(
                 models.FieldCondition(

@@ -2,6 +2,8 @@
 
     ServiceError                 (code)
     ├── UnknownCollection        unknown_collection  — also for collections the tenant may not read
+    │   └── UnknownVersion       unknown_version     — a version that selects nothing in scope
+    ├── UnknownPage              unknown_page        — also for pages in collections the tenant may not read
     ├── UnknownChunk             unknown_chunk       — also for chunks in collections the tenant may not read
     ├── InvalidCursor            invalid_cursor
     ├── IndexUnavailable         index_unavailable   — nothing published yet, or a generation failed to open
@@ -26,6 +28,14 @@ class ServiceError(Exception):
 
 class UnknownCollection(ServiceError):
     code = "unknown_collection"
+
+
+class UnknownVersion(UnknownCollection):
+    code = "unknown_version"
+
+
+class UnknownPage(ServiceError):
+    code = "unknown_page"
 
 
 class UnknownChunk(ServiceError):

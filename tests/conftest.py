@@ -126,3 +126,19 @@ def django_data_dir(
     """The Django 3.2 docs (without faq/) as collection `django`, built once per session (minutes)."""
     request = BuildRequest(collection="django", source=django_docs, version="3.2", exclude=["faq/*"])
     return build_corpus(tmp_path_factory, model_dir, embedder, request)
+
+
+@pytest.fixture(scope="session")
+def shop_data_dir(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, embedder: Embedder) -> Path:
+    """The several-versions corpus of `tests/versioned_fixture.py` as collection `shop` (with a base URL)."""
+    from tests.versioned_fixture import BASE_URL, VERSION_FROM_PATH, write_shop
+
+    source = write_shop(tmp_path_factory.mktemp("shop-docs"))
+    request = BuildRequest(
+        collection="shop",
+        source=source,
+        version="docs",
+        version_from_path=VERSION_FROM_PATH,
+        base_url=BASE_URL,
+    )
+    return build_corpus(tmp_path_factory, model_dir, embedder, request)

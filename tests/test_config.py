@@ -87,6 +87,7 @@ def test_a_misspelled_key_in_the_config_file_is_refused_with_the_valid_keys(tmp_
         ),
         ("log_levl = 'DEBUG'\n", "log_levl", "log_level"),
         ("[serve]\nport = 9000\n", "serve.port", "reload_interval_s"),
+        ("[collections.django]\ndefault = '3.2'\n", "collections.django.default", "default_version"),
     ],
 )
 def test_misspelled_keys_in_nested_tables_are_refused(tmp_path, toml, location, valid):
@@ -114,6 +115,18 @@ def test_a_misspelled_environment_variable_is_refused(monkeypatch):
     monkeypatch.setenv("DOCGATE_LOG_LEVL", "DEBUG")
     with pytest.raises(SettingsError, match=r"DOCGATE_LOG_LEVL \(did you mean 'log_level'\?\)"):
         ServerSettings.load()
+
+
+def test_per_collection_settings_come_from_the_file_or_the_environment(monkeypatch, tmp_path):
+    config = tmp_path / "docgate.toml"
+    config.write_text("[collections.django]\ndefault_version = '3.2'\n", encoding="utf-8")
+    assert ServerSettings.load(config).default_version("django") == "3.2"
+    assert ServerSettings.load(config).default_version("fastapi") == "latest"
+    monkeypatch.setenv("DOCGATE_COLLECTIONS__FASTAPI__DEFAULT_VERSION", "0.x")
+    assert ServerSettings.load(config).default_version("fastapi") == "0.x"
+    monkeypatch.setenv("DOCGATE_COLLECTIONS__FASTAPI__DEFAULT_VERSON", "0.x")
+    with pytest.raises(SettingsError, match=r"'collections.fastapi.default_verson' in environment variable"):
+        ServerSettings.load(config)
 
 
 def test_unrelated_docgate_variables_such_as_provider_keys_are_left_alone(monkeypatch):

@@ -46,10 +46,11 @@ def test_reported_size_bounds_the_real_page_tightly(
 def test_every_page_of_a_cursor_walk_stays_within_budget(service: DocService, embedder: Embedder) -> None:
     cursor: str | None = None
     seen: list[str] = []
+    # 420: a hit with its live URL and code labels costs up to ~360 tokens on this corpus.
     for _ in range(10):
-        outcome = service.search(ACCESS, "site build templates themes", k=4, max_tokens=350, cursor=cursor)
+        outcome = service.search(ACCESS, "site build templates themes", k=4, max_tokens=420, cursor=cursor)
         page = json.dumps(outcome.result.model_dump(mode="json"), ensure_ascii=False)
-        assert embedder.count_tokens(page) <= outcome.tokens <= 350
+        assert embedder.count_tokens(page) <= outcome.tokens <= 420
         seen += [hit.chunk_id for hit in outcome.result.hits]
         cursor = outcome.result.next_cursor
         if cursor is None:

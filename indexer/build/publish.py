@@ -46,6 +46,7 @@ def publish(run: Run, got: Gathered) -> BuildSummary:
         version=run.request.version,
         version_from_path=run.request.version_from_path,
         versions=sorted({c.version for c in got.chunks}),
+        base_url=run.request.base_url,
         generation=generation,
         embedding_model=run.embedder.model_id,
         embedding_dimension=run.embedder.dimension,

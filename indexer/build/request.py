@@ -8,6 +8,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from indexer.chunking import CHUNK_LABELS_VERSION
 from indexer.crawl import CrawlOptions, CrawlReport
 from indexer.settings import IndexerSettings
 from indexer.sources import SkippedFile
@@ -43,6 +44,19 @@ class BuildRequest(BaseModel):
     include: list[str] = Field(default_factory=list, description="Folder globs; a site has its own.")
     exclude: list[str] = Field(default_factory=list, description="Folder globs; a site has its own.")
     incremental: bool = False
+    base_url: str | None = Field(
+        default=None,
+        description="Public URL of a folder's root on the web; pages link to base_url + their path.",
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_base(cls, url: str | None) -> str | None:
+        if url is not None:
+            if not re.match(r"^https?://[^/\s]+", url):
+                raise ValueError(f"--base-url {url!r} must be an http:// or https:// URL")
+            url = url if url.endswith("/") else url + "/"
+        return url
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> BuildRequest:
@@ -116,4 +130,6 @@ class BuildSummary(BaseModel):
 
 
 def chunking_fingerprint(settings: IndexerSettings) -> dict[str, int]:
-    return settings.chunking.model_dump()
+    # `labels`: what chunks record besides their text (2: per-section parts, overlap, code); an
+    # index from before re-chunks its documents on update, reusing every vector whose text is unchanged.
+    return {**settings.chunking.model_dump(), "labels": CHUNK_LABELS_VERSION}

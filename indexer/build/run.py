@@ -67,9 +67,10 @@ class Run:
             started=started,
             reuse=reuse,
             old_docs=reusable_records(request, manifest) if reuse else {},
+            # A new --base-url changes no chunk but must still be published.
             version_changed=manifest is not None
-            and (manifest.version, manifest.version_from_path)
-            != (request.version, request.version_from_path),
+            and (manifest.version, manifest.version_from_path, manifest.base_url)
+            != (request.version, request.version_from_path, request.base_url),
             tokens_at_start=embedder.tokens_billed,
             cost_at_start=embedder.cost_usd,
         )

@@ -195,6 +195,12 @@ def eval_command(
     answers: Annotated[
         bool, typer.Option("--answers/--no-answers", help="Also evaluate grounded answers.")
     ] = True,
+    agent: Annotated[
+        bool,
+        typer.Option(
+            "--agent/--no-agent", help="Also compare search, search + fetch_chunk and search + read_page."
+        ),
+    ] = True,
     config: ConfigOption = None,
 ) -> None:
     """Measure retrieval (bm25, dense, hybrid, hybrid+rewrites) and answers over a labelled dataset."""
@@ -217,6 +223,7 @@ def eval_command(
                 collection=collection,
                 version=version,
                 progress=lambda step: print(f"eval: {step}", file=sys.stderr),
+                agent=agent,
             )
         finally:
             anyio.run(runtime.aclose)

@@ -44,6 +44,7 @@ from rich.table import Table
 
 from server.answering.pipeline import Answerer
 from server.errors import ServiceError
+from server.evals.agent import AgentReport, run_agent
 from server.observability.traces import percentile
 from server.retrieval.hybrid import Mode, RetrievalQuery, RetrievalResult, retrieve
 from server.retrieval.service import Access, DocService
@@ -340,6 +341,9 @@ class EvalReport(BaseModel):
     settings: dict[str, object] = Field(description="Retrieval settings and answer backend of the run.")
     configs: dict[str, ConfigReport]
     answers: AnswerReport | None = None
+    agent: AgentReport | None = Field(
+        default=None, description="search alone vs search + fetch_chunk vs search + read_page."
+    )
 
 
 @dataclass(frozen=True)
@@ -619,6 +623,7 @@ def run_eval(
     depth: int = DEFAULT_DEPTH,
     configs: Sequence[RetrievalConfig] = CONFIGS,
     progress: Callable[[str], None] | None = None,
+    agent: bool = True,
 ) -> EvalReport:
     """Every retrieval configuration (and the answers, when an answerer is given) over a dataset."""
     cases = load_cases(dataset)
@@ -630,6 +635,11 @@ def run_eval(
         if progress:
             progress(f"retrieval: {config.name}")
         reports[config.name] = run_retrieval(service, access, cases, collection, version, config, depth)
+    agent_report = None
+    if agent:
+        if progress:
+            progress("agent: search, search + fetch_chunk, search + read_page")
+        agent_report = run_agent(service, access, cases, collection, version)
     answers = None
     if answerer is not None:
         if progress:
@@ -652,6 +662,7 @@ def run_eval(
         },
         configs=reports,
         answers=answers,
+        agent=agent_report,
     )
 
 
@@ -702,6 +713,15 @@ def render(report: EvalReport, console: Console, regressions: Sequence[Regressio
         for row in rows:
             answers.add_row(*row)
         console.print(answers)
+    if report.agent is not None:
+        reading = Table(title=f"Agent reading — must-mention terms found (top {report.agent.k} hits)")
+        for column in ("strategy", "cases", "terms found", "all terms", "tokens / case"):
+            reading.add_column(column, justify="left" if column == "strategy" else "right")
+        for name, s in report.agent.strategies.items():
+            reading.add_row(
+                name, str(s.cases), f"{s.mention_rate:.3f}", f"{s.complete_rate:.3f}", f"{s.mean_tokens:.0f}"
+            )
+        console.print(reading)
     for regression in regressions:
         console.print(
             f"[bold red]regression[/] {regression.scope}.{regression.metric}: "

@@ -43,9 +43,9 @@ class ResponseBudget:
     def hit_costs(self, texts: Sequence[str]) -> list[int]:
         """Exact token counts of hits' JSON texts, in one batched tokenizer call.
 
-        With a tokenizer that cuts at punctuation, a text cut between the `"` that closes `source`
-        and the `,` before `"snippet"` counts as the sum of its two parts; the first part repeats
-        from search to search, so its count comes from a cache.
+        With a tokenizer that cuts at punctuation, a text cut just before the `,` that precedes
+        `"snippet"` (the labels before it end in a quote, bracket or literal) counts as the sum of its
+        two parts; the first part repeats from search to search, so its count comes from a cache.
         """
         if not self.embedder.splits_at_punctuation:
             return self.embedder.count_tokens_batch(texts)

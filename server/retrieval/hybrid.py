@@ -13,7 +13,7 @@ ones already seen: page n of a result list stays a prefix of page n+1's, however
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -51,6 +51,25 @@ class RetrievalQuery:
     collections: tuple[str, ...]
     version: str | None = None
     path_prefix: str | None = None
+    # Labels each collection reads (resolved by `versions.resolve_scope`); replaces `version` when set.
+    versions: Mapping[str, tuple[str, ...]] | None = None
+    code_only: bool = False
+
+    def filter_for(self, collection: str) -> ChunkFilter:
+        """The engine filter of one collection: each collection may read different version labels."""
+        if self.versions is None:
+            return ChunkFilter(
+                collections=(collection,),
+                version=self.version,
+                path_prefix=self.path_prefix,
+                code_only=self.code_only,
+            )
+        return ChunkFilter(
+            collections=(collection,),
+            versions=self.versions.get(collection, ()),
+            path_prefix=self.path_prefix,
+            code_only=self.code_only,
+        )
 
 
 @dataclass
@@ -74,10 +93,10 @@ def _merge_by_score(
 
 @dataclass
 class _Lists:
-    """Everything needed to search the ranked lists again at any depth: phrasings, vectors, filter."""
+    """Everything needed to search the ranked lists again at any depth: phrasings, vectors, filters."""
 
     snapshots: list[Snapshot]
-    flt: ChunkFilter
+    filters: Mapping[str, ChunkFilter]  # one per collection: each may read different version labels
     bm25_variants: list[tuple[int, str, bool]]  # (variant index, text, primary)
     vectors: Vectors | None
     owner: dict[str, Snapshot] = field(default_factory=dict)
@@ -85,7 +104,7 @@ class _Lists:
     def bm25(self, variant: int, text: str, primary: bool, limit: int) -> Ranked:
         per_collection = []
         for snapshot in self.snapshots:
-            hits = snapshot.lexical.search(text, self.flt, limit)
+            hits = snapshot.lexical.search(text, self.filters[snapshot.collection], limit)
             for hit in hits:
                 self.owner.setdefault(hit.chunk_id, snapshot)
             per_collection.append(hits)
@@ -96,7 +115,8 @@ class _Lists:
             return []
         per_variant: list[list[list[VectorHit]]] = [[] for _ in range(len(self.vectors))]
         for snapshot in self.snapshots:
-            for index, hits in enumerate(snapshot.vectors.search_batch(self.vectors, self.flt, limit)):
+            found = snapshot.vectors.search_batch(self.vectors, self.filters[snapshot.collection], limit)
+            for index, hits in enumerate(found):
                 for hit in hits:
                     self.owner.setdefault(hit.chunk_id, snapshot)
                 per_variant[index].append(hits)
@@ -134,9 +154,10 @@ def retrieve(
     """The fused, deduplicated, page-spread candidates, best first: `depth` of them whenever the
     scope holds that many chunks with distinct texts (see `selection` for the per-page cap)."""
     use_rewrites = settings.rewrites if rewrites is None else rewrites
+    snapshots = [view.snapshots[c] for c in query.collections if c in view.snapshots]
     lists = _Lists(
-        snapshots=[view.snapshots[c] for c in query.collections if c in view.snapshots],
-        flt=ChunkFilter(collections=query.collections, version=query.version, path_prefix=query.path_prefix),
+        snapshots=snapshots,
+        filters={s.collection: query.filter_for(s.collection) for s in snapshots},
         bm25_variants=[],
         vectors=None,
     )

@@ -1,5 +1,6 @@
 """What the search, fetch and list tools return: the pydantic models that publish their schemas,
-and the pieces every hit and fetched chunk shares (provenance, injection flags)."""
+and the pieces every hit and fetched chunk shares (provenance with section labels, live URL and
+code flags; injection flags)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from indexer.models import Chunk
+from indexer.models import Chunk, ChunkPart
+from server.retrieval import links
 from server.retrieval.catalog import Snapshot
+from server.retrieval.versions import VersionInfo
 from server.security.guards import neutralize, screen
 
 if TYPE_CHECKING:
@@ -23,6 +26,9 @@ class SearchHit(BaseModel):
     title: str = Field(description="Page title.")
     heading_path: list[str] = Field(description="Headings above the chunk, outermost first.")
     source: str = Field(description="Where to read it: page URL or path, with #anchor when known.")
+    url: str | None = Field(default=None, description="Live page URL with #anchor; null when unknown.")
+    has_code: bool = Field(default=False, description="True when the passage holds a code block.")
+    code_languages: list[str] = Field(default_factory=list, description="Languages of its code blocks.")
     snippet: str = Field(description="Best-matching passage; query terms in **bold**.")
     score: float = Field(description="Fused relevance (reciprocal rank fusion); higher is better.")
     bm25_rank: int | None = Field(description="Rank in the keyword (BM25) list, if it appeared there.")
@@ -57,6 +63,9 @@ class ChunkView(BaseModel):
     title: str
     heading_path: list[str]
     source: str
+    url: str | None = Field(default=None, description="Live page URL with #anchor; null when unknown.")
+    has_code: bool = False
+    code_languages: list[str] = Field(default_factory=list)
     position: int = Field(description="Position of the chunk in its document (0-based).")
     text: str
     truncated: bool = Field(default=False, description="True when max_tokens cut this text.")
@@ -82,6 +91,17 @@ class CollectionInfo(BaseModel):
     versions: list[str] = Field(
         description="Every version label its documents carry (for `search(version=...)`)."
     )
+    latest: str | None = Field(
+        default=None, description="The newest release label: what `version='latest'` reads."
+    )
+    default_version: str = Field(
+        default="latest", description="What a search without `version` reads in this collection."
+    )
+    version_details: list[VersionInfo] = Field(
+        default_factory=list,
+        description="Each label newest first: kind (release/prerelease/unversioned), date, latest, default.",
+    )
+    base_url: str | None = Field(default=None, description="Where the pages live on the web, when known.")
     documents: int
     chunks: int
     generation: int
@@ -108,15 +128,17 @@ class SearchOutcome:
     tokens: int
 
 
-def provenance(chunk: Chunk, snapshot: Snapshot) -> dict[str, Any]:
-    """Where a chunk comes from: the fields every hit and every fetched chunk carries."""
+def provenance(chunk: Chunk, snapshot: Snapshot, part: ChunkPart | None = None) -> dict[str, Any]:
+    """Where a chunk comes from: the fields every hit and every fetched chunk carries.
+
+    `part` is the section the shown text comes from (a hit's snippet); default: the chunk's first.
+    """
     return {
         "chunk_id": chunk.chunk_id,
         "collection": chunk.collection,
         "version": chunk.version,
         "title": chunk.title,
-        "heading_path": chunk.heading_path,
-        "source": chunk.source,
+        **links.labels(chunk, snapshot.manifest.base_url, part),
         "generation": snapshot.generation,
         "indexed_at": snapshot.indexed_at,
     }

@@ -1,4 +1,6 @@
-"""Who may read what, resolved once per request: the tenant's grants → the collections searched.
+"""Who may read what, resolved once per request: the tenant's grants → the collections searched,
+and per collection the version labels read (`versions`: an exact label, `latest`, a range, or the
+collection's configured default when the request names none).
 
 Unknown and ungranted collections fail with the same message, so a client cannot probe for the
 existence of collections it may not read; `denial_reason` tells the audit log which it was.
@@ -6,11 +8,16 @@ existence of collections it may not read; `denial_reason` tells the audit log wh
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from server.errors import IndexUnavailable, UnknownCollection
+from server.errors import IndexUnavailable, UnknownCollection, UnknownVersion
+from server.retrieval import links, versions
 from server.retrieval.catalog import CatalogView
+
+
+def _latest(_collection: str) -> str:
+    return "latest"
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,9 @@ class Scope:
     collections: tuple[str, ...]
     version: str | None = None
     path_prefix: str | None = None
+    # Per collection, the version labels this request reads (see `versions.resolve_scope`).
+    versions: Mapping[str, tuple[str, ...]] | None = None
+    code_only: bool = False
 
 
 def resolve_scope(
@@ -38,8 +48,15 @@ def resolve_scope(
     version: str | None,
     view: CatalogView,
     path_prefix: str | None = None,
+    *,
+    default_version: Callable[[str], str] = _latest,
+    code_only: bool = False,
 ) -> Scope:
-    """Collections this request searches; unknown and ungranted names fail identically."""
+    """Collections this request searches and the labels each reads; unknown and ungranted names
+    fail identically, and a version that selects nothing names the versions that exist.
+
+    `default_version` gives a collection's default when `version` is None (`latest` unless set).
+    """
     visible = sorted(name for name in view.snapshots if access.allowed(name))
     # Published but refused (e.g. embedded with another model): say why, to tenants granted it.
     broken = {name: why for name, why in view.unavailable.items() if access.allowed(name)}
@@ -63,15 +80,15 @@ def resolve_scope(
             "no documentation collection is available to you yet; an operator must publish one "
             "with `docgate-index build`"
         )
-    if version is not None:
-        matching = [name for name in chosen if version in view.snapshots[name].versions]
-        if not matching:
-            versions = sorted({v for name in chosen for v in view.snapshots[name].versions})
-            raise UnknownCollection(
-                f"no collection in scope has version {version!r}; available versions: {', '.join(versions)}"
-            )
-        chosen = matching
-    return Scope(access.tenant, view, tuple(chosen), version, path_prefix)
+    labels = versions.resolve_scope(
+        chosen, lambda name: view.snapshots[name].versions, version, default_version
+    )
+    if not labels:
+        raise UnknownVersion(versions.no_match_message(version, chosen, view.snapshots))
+    chosen = [name for name in chosen if name in labels]
+    if code_only:
+        links.require_code_labels(view.snapshots[name] for name in chosen)
+    return Scope(access.tenant, view, tuple(chosen), version, path_prefix, labels, code_only)
 
 
 def denial_reason(

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 
 from indexer.embedding import Embedder
-from server.retrieval import cursors
+from server.retrieval import cursors, links
 from server.retrieval.budget import ResponseBudget
 from server.retrieval.hybrid import Candidate, Mode, RetrievalQuery, RetrievalResult, retrieve
 from server.retrieval.results import SearchHit, SearchOutcome, provenance
@@ -32,11 +32,16 @@ def retrieve_in(
     mode: Mode = "hybrid",
     rewrites: bool | None = None,
 ) -> RetrievalResult:
-    """Hybrid retrieval over a resolved scope (its collections, version and path filter)."""
+    """Hybrid retrieval over a resolved scope (its collections, version labels, path and code filters)."""
     return retrieve(
         scope.view,
         RetrievalQuery(
-            text=query, collections=scope.collections, version=scope.version, path_prefix=scope.path_prefix
+            text=query,
+            collections=scope.collections,
+            version=scope.version,
+            path_prefix=scope.path_prefix,
+            versions=scope.versions,
+            code_only=scope.code_only,
         ),
         embedder,
         settings,
@@ -60,7 +65,15 @@ def search_page(
 ) -> SearchOutcome:
     view = scope.view
     context = cursors.digest(
-        scope.tenant, query, scope.collections, scope.version, scope.path_prefix, k, view.generations
+        scope.tenant,
+        query,
+        scope.collections,
+        scope.version,
+        scope.path_prefix,
+        k,
+        view.generations,
+        scope.versions,
+        scope.code_only,
     )
     offset = cursors.decode(cursor_secret, cursor, context) if cursor is not None else 0
     depth = min(offset + k + 1, MAX_RESULTS)
@@ -117,7 +130,7 @@ def _hit(
         if len(snippet) < len(chunk.text):
             snippet += " …"
     return SearchHit(
-        **provenance(chunk, snapshot),
+        **provenance(chunk, snapshot, links.shown_part(chunk, snippet)),
         snippet=neutralize(snippet) if flags else snippet,
         score=round(candidate.score, 6),
         bm25_rank=candidate.bm25_rank,

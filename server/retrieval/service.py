@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from indexer.embedding import Embedder
 from indexer.models import Chunk
 from server.retrieval import scope as scopes
+from server.retrieval import versions
 from server.retrieval.budget import ResponseBudget
 from server.retrieval.catalog import Catalog, CatalogView, Snapshot
 from server.retrieval.fetch import fetch, locate
@@ -51,6 +52,11 @@ __all__ = [
 ]
 
 
+def _site_root(snapshot: Snapshot) -> str | None:
+    """A crawled collection's start URL (its pages carry their own URLs)."""
+    return snapshot.manifest.source if snapshot.manifest.source_kind == "site" else None
+
+
 class DocService:
     def __init__(
         self, settings: ServerSettings, catalog: Catalog, embedder: Embedder, cursor_secret: bytes
@@ -71,15 +77,27 @@ class DocService:
         *,
         path_prefix: str | None = None,
         view: CatalogView | None = None,
+        code_only: bool = False,
     ) -> Scope:
-        """The request's scope on the current generations; unknown and ungranted names fail alike."""
-        return scopes.resolve_scope(access, collections, version, view or self.catalog.view(), path_prefix)
+        """The request's scope on the current generations; unknown and ungranted names fail alike.
+
+        Without `version`, each collection reads its configured default (`latest` unless set).
+        """
+        return scopes.resolve_scope(
+            access,
+            collections,
+            version,
+            view or self.catalog.view(),
+            path_prefix,
+            default_version=self.settings.default_version,
+            code_only=code_only,
+        )
 
     def scope(
         self, access: Access, requested: Sequence[str] | None, version: str | None, view: CatalogView
     ) -> tuple[str, ...]:
         """Collections this request searches; unknown and ungranted names fail identically."""
-        return scopes.resolve_scope(access, requested, version, view).collections
+        return self.resolve(access, requested, version, view=view).collections
 
     def denial_reason(
         self, access: Access, *, collections: Sequence[str] | None = None, chunk_id: str | None = None
@@ -95,6 +113,10 @@ class DocService:
                     name=name,
                     version=snap.version,
                     versions=snap.versions,
+                    latest=versions.newest_release(snap.versions),
+                    default_version=self.settings.default_version(name),
+                    version_details=versions.describe(snap.versions, self.settings.default_version(name)),
+                    base_url=snap.manifest.base_url or _site_root(snap),
                     documents=snap.manifest.document_count,
                     chunks=snap.manifest.chunk_count,
                     generation=snap.generation,
@@ -121,10 +143,13 @@ class DocService:
         rewrites: bool | None = None,
         view: CatalogView | None = None,
         scope: Scope | None = None,
+        code_only: bool = False,
     ) -> tuple[RetrievalResult, CatalogView]:
         """Candidates for `query`; pass an already resolved `scope` to skip resolving it again."""
         if scope is None:
-            scope = self.resolve(access, collections, version, path_prefix=path_prefix, view=view)
+            scope = self.resolve(
+                access, collections, version, path_prefix=path_prefix, view=view, code_only=code_only
+            )
         result = retrieve_in(
             scope, query, self.embedder, self.settings.retrieval, depth=depth, mode=mode, rewrites=rewrites
         )
@@ -141,8 +166,9 @@ class DocService:
         k: int = 8,
         max_tokens: int = 2000,
         cursor: str | None = None,
+        code_only: bool = False,
     ) -> SearchOutcome:
-        scope = self.resolve(access, collections, version, path_prefix=path_prefix)
+        scope = self.resolve(access, collections, version, path_prefix=path_prefix, code_only=code_only)
         return search_page(
             scope,
             query,
