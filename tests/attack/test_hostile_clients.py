@@ -45,6 +45,11 @@ BAD_ARGUMENTS: list[tuple[str, dict[str, Any], str]] = [
     ("grounded_answer", {"question": "how?", "collections": [None]}, "collections"),
     ("grounded_answer", {"question": "how?", "version": ["3.2"]}, "version"),
     ("grounded_answer", {}, "question"),
+    ("read_page", {"source": 5}, "source"),
+    ("read_page", {"source": "guide.md", "max_tokens": "4000"}, "max_tokens"),
+    ("read_page", {"source": "guide.md", "section": [MARKER]}, "section"),
+    ("read_page", {"source": "guide.md", MARKER: 1}, "unknown argument"),
+    ("read_page", {}, "source"),
 ]
 
 
