@@ -4,8 +4,8 @@
 limits, the one HTTP client of the answer backends) so that configuration problems surface before
 any transport starts. `Runtime.lifespan` is handed to `MCPServer(lifespan=...)`: the SDK enters it
 once per process for stdio and streamable HTTP alike (the HTTP session manager enters the server's
-lifespan once and shares it across sessions) and leaves it at shutdown, which is when token usage
-is written and the HTTP client is closed. Commands that use a runtime without serving (`docgate
+lifespan once and shares it across sessions) and leaves it at shutdown, which is when the usage
+store and the HTTP client are closed. Commands that use a runtime without serving (`docgate
 search`, `docgate eval`) close it with `aclose()`; closing twice is harmless.
 """
 
@@ -27,6 +27,7 @@ from server.retrieval.service import DocService
 from server.security.audit import AuditLog
 from server.security.limits import RateLimiter, TokenBudget
 from server.security.tenants import TenantRegistry
+from server.security.usage_store import UsageStore
 from server.settings import ServerSettings
 
 log = structlog.get_logger()
@@ -56,14 +57,14 @@ class Runtime:
             await self.aclose()
 
     async def aclose(self) -> None:
-        """Write the tenants' token usage now (it is otherwise checkpointed every few seconds, and a
-        restart must not hand out what was already spent), then close the answer backends' HTTP client."""
+        """Close the usage store (every charge is already committed when its call returns) and the
+        answer backends' HTTP client."""
         if self.closed:
             return
         self.closed = True
         self.budget.close()
         await self.http_client.aclose()
-        log.info("runtime_closed", usage_written=True, http_client_closed=self.http_client.is_closed)
+        log.info("runtime_closed", usage_store_closed=True, http_client_closed=self.http_client.is_closed)
 
 
 def build_runtime(settings: ServerSettings) -> Runtime:
@@ -75,6 +76,8 @@ def build_runtime(settings: ServerSettings) -> Runtime:
     registry = TenantRegistry(settings.auth.tenants_file)
     # One client for every remote model call: connection reuse; timeouts are set per request.
     http_client = httpx.AsyncClient(follow_redirects=False)
+    # Budgets and rate limits of every server process on this data dir: one SQLite file.
+    usage = UsageStore(settings.data_dir / "server" / "usage.sqlite3")
     answerer = Answerer(
         settings,
         service,
@@ -89,8 +92,8 @@ def build_runtime(settings: ServerSettings) -> Runtime:
         service=service,
         registry=registry,
         audit=AuditLog(settings.audit_path),
-        limiter=RateLimiter(),
-        budget=TokenBudget(settings.data_dir / "server" / "token-usage.json"),
+        limiter=RateLimiter(usage),
+        budget=TokenBudget(usage, legacy_file=settings.data_dir / "server" / "token-usage.json"),
         http_client=http_client,
         answerer=answerer,
     )
