@@ -477,3 +477,21 @@ def test_holds_of_a_killed_process_are_released_and_of_a_live_one_kept(tmp_path:
     assert process_identity(holder.pid) is None
     assert budget.reserve(acme, 500).allowed  # the dead server's hold is released on the way
     assert (budget.used("acme"), budget.reserved("acme")) == (0, 500)
+
+
+def test_limits_benchmark_reports_each_store_operation(tmp_path: Path) -> None:
+    out = tmp_path / "bench_limits.json"
+    options = ["--calls", "20", "--writers", "1", "--dir", str(tmp_path), "--out", str(out)]
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench_limits.py"), *options],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(out.read_text(encoding="utf-8"))
+    for section in ("in_memory", "file", "file_with_writers"):
+        assert set(report[section]) == {"rate_check", "reserve", "settle"}
+        assert all(v["count"] == 20 for v in report[section].values())
+    assert report["writer_calls_settled"] > 0  # the other process really wrote meanwhile
