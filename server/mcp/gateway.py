@@ -219,15 +219,18 @@ class Gateway:
         if tenant.daily_token_budget is None:
             return None
         wanted = reservation_tokens(arguments, self.service.embedder.count_tokens)
-        decision = await anyio.to_thread.run_sync(self.budget.reserve, tenant, wanted)
-        if not decision.allowed:
+        # Shielded: a call cancelled while its hold is being taken must still get the hold back to
+        # release it, or the hold would block that much budget until midnight.
+        with anyio.CancelScope(shield=True):
+            hold = await anyio.to_thread.run_sync(self.budget.reserve, tenant, wanted)
+        if not hold.allowed:
             raise BudgetExhausted(
                 f"your tenant's daily token budget of {tenant.daily_token_budget} has "
-                f"{decision.tokens_left} tokens left, fewer than this call may use ({wanted}: "
+                f"{hold.tokens_left} tokens left, fewer than this call may use ({wanted}: "
                 "max_tokens plus the query); a smaller max_tokens may fit",
-                retry_after=decision.retry_after_s,
+                retry_after=hold.retry_after_s,
             )
-        return decision.reservation
+        return hold.reservation
 
     async def _release(self, tenant: Any, hold: int) -> None:
         # Shielded: a cancelled call must still give its hold back, or it blocks budget until midnight.

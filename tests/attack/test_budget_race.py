@@ -22,11 +22,17 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from mcp.server.mcpserver.exceptions import ToolError
 
-from server.security.audit import args_digest
-from server.security.limits import TokenBudget
-from server.security.tenants import add_key
+from indexer.embedding import Embedder
+from server.errors import IndexUnavailable
+from server.mcp.gateway import CallRecord, Gateway
+from server.retrieval.service import Access, CollectionList
+from server.security.audit import AuditLog, args_digest
+from server.security.limits import RateLimiter, TokenBudget
+from server.security.tenants import TenantRegistry, add_key
 from server.security.usage_store import UsageStore
+from tests.conftest import open_service
 from tests.mcp_harness import INITIALIZE, JSON_RPC_HEADERS, free_port, http_session, server_env
 
 BUDGET = 3000
@@ -324,3 +330,51 @@ def test_argument_digest_is_total_over_non_finite_numbers() -> None:
     assert len(digests) == 4 and all(len(d) == 64 for d in digests)
     assert args_digest({"k": 3, "query": "q"}) == args_digest({"query": "q", "k": 3})
     assert args_digest({"max_tokens": inf}) != args_digest({"max_tokens": 1e308})
+
+
+def _gateway(site: dict[str, Any], model_dir: Path, embedder: Embedder) -> tuple[Gateway, TokenBudget]:
+    budget = TokenBudget(UsageStore(site["tmp"] / "usage.sqlite3"))
+    gateway = Gateway(
+        open_service(site["data_dir"], model_dir, embedder),
+        TenantRegistry(site["tenants_file"]),
+        AuditLog(site["tmp"] / "audit.jsonl"),
+        RateLimiter(budget.store),
+        budget,
+        "stdio",
+        "thrifty",
+    )
+    return gateway, budget
+
+
+def test_a_failed_or_cancelled_call_gives_its_hold_back(
+    site: dict[str, Any], model_dir: Path, embedder: Embedder
+) -> None:
+    gateway, budget = _gateway(site, model_dir, embedder)
+    arguments = {"query": "themes", "max_tokens": 2000}
+    started = anyio.Event()
+
+    async def hangs(access: Access, record: CallRecord) -> CollectionList:
+        assert budget.reserved("thrifty") == 2000 + embedder.count_tokens("themes")
+        started.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    def fails(access: Access, record: CallRecord) -> CollectionList:
+        assert budget.reserved("thrifty") > 2000
+        raise IndexUnavailable("the index is being rebuilt")
+
+    async def body() -> None:
+        with anyio.move_on_after(5):
+            async with anyio.create_task_group() as group:
+                group.start_soon(gateway.call_async, "search", arguments, hangs)
+                await started.wait()
+                group.cancel_scope.cancel()  # the client went away mid-call
+        assert budget.reserved("thrifty") == 0
+        with pytest.raises(ToolError, match="being rebuilt"):
+            await gateway.call("search", arguments, fails)
+        assert (budget.used("thrifty"), budget.reserved("thrifty")) == (0, 0)
+        # A call that fits is charged exactly what its result measures.
+        listing = await gateway.call("list_collections", {}, lambda a, r: gateway.service.collections(a))
+        assert budget.used("thrifty") == gateway.service.tokens(listing) > 0
+
+    anyio.run(body)
