@@ -8,7 +8,8 @@
     ├── InvalidCursor            invalid_cursor
     ├── IndexUnavailable         index_unavailable   — nothing published yet, or a generation failed to open
     ├── RateLimited              rate_limited        (retry_after seconds)
-    └── BudgetExhausted          budget_exhausted    (retry_after seconds)
+    ├── BudgetExhausted          budget_exhausted    (retry_after seconds)
+    └── LimitsUnavailable        limits_unavailable  — the shared usage store cannot be read or written
 
 `guards.InvalidArgument` (code invalid_argument) covers malformed arguments. The MCP layer turns
 all of them into tool errors at one place (`tools.py`); anything else is logged with its
@@ -56,3 +57,7 @@ class RateLimited(ServiceError):
 
 class BudgetExhausted(ServiceError):
     code = "budget_exhausted"
+
+
+class LimitsUnavailable(ServiceError):
+    code = "limits_unavailable"

@@ -4,10 +4,10 @@
 limits, the one HTTP client of the answer backends) so that configuration problems surface before
 any transport starts. `Runtime.lifespan` is handed to `MCPServer(lifespan=...)`: the SDK enters it
 once per process for stdio and streamable HTTP alike (the HTTP session manager enters the server's
-lifespan once and shares it across sessions) and leaves it at shutdown, which is when token usage
-is written, the audit chain's final head gets its signed checkpoint and the HTTP client is closed.
-Commands that use a runtime without serving (`docgate search`, `docgate eval`) close it with
-`aclose()`; closing twice is harmless.
+lifespan once and shares it across sessions) and leaves it at shutdown, which is when the usage
+store is closed, the audit chain's final head gets its signed checkpoint and the HTTP client is
+closed. Commands that use a runtime without serving (`docgate search`, `docgate eval`) close it
+with `aclose()`; closing twice is harmless.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from server.retrieval.service import DocService
 from server.security.audit import AuditLog, open_audit_log
 from server.security.limits import RateLimiter, TokenBudget
 from server.security.tenants import TenantRegistry
+from server.security.usage_store import UsageStore
 from server.settings import ServerSettings
 
 log = structlog.get_logger()
@@ -58,9 +59,8 @@ class Runtime:
             await self.aclose()
 
     async def aclose(self) -> None:
-        """Write the tenants' token usage now (it is otherwise checkpointed every few seconds, and a
-        restart must not hand out what was already spent), sign a checkpoint of the audit chain's
-        final head, then close the answer backends' HTTP client."""
+        """Close the usage store (every charge is already committed when its call returns), sign a
+        checkpoint of the audit chain's final head, then close the answer backends' HTTP client."""
         if self.closed:
             return
         self.closed = True
@@ -71,7 +71,7 @@ class Runtime:
             await self.http_client.aclose()
         log.info(
             "runtime_closed",
-            usage_written=True,
+            usage_store_closed=True,
             audit_checkpointed=True,
             http_client_closed=self.http_client.is_closed,
         )
@@ -90,6 +90,8 @@ def build_runtime(settings: ServerSettings) -> Runtime:
     )
     # One client for every remote model call: connection reuse; timeouts are set per request.
     http_client = httpx.AsyncClient(follow_redirects=False)
+    # Budgets and rate limits of every server process on this data dir: one SQLite file.
+    usage = UsageStore(settings.data_dir / "server" / "usage.sqlite3")
     answerer = Answerer(
         settings,
         service,
@@ -105,8 +107,8 @@ def build_runtime(settings: ServerSettings) -> Runtime:
         service=service,
         registry=registry,
         audit=open_audit_log(settings),
-        limiter=RateLimiter(),
-        budget=TokenBudget(settings.data_dir / "server" / "token-usage.json"),
+        limiter=RateLimiter(usage),
+        budget=TokenBudget(usage, legacy_file=settings.data_dir / "server" / "token-usage.json"),
         http_client=http_client,
         answerer=answerer,
     )

@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 
 from indexer.atomic import write_atomic
-from server.security.limits import TokenBudget
-from server.security.tenants import Tenant
 
 
 def test_replaces_the_file_with_the_requested_mode(tmp_path: Path) -> None:
@@ -60,12 +58,3 @@ def test_concurrent_writers_never_tear_the_file(tmp_path: Path) -> None:
     assert errors == []
     assert target.read_bytes() in payloads
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
-
-
-def test_the_token_usage_checkpoint_goes_through_it(tmp_path: Path) -> None:
-    state = tmp_path / "server" / "token-usage.json"
-    budget = TokenBudget(state)
-    budget.charge(Tenant(name="acme", collections=["*"], daily_token_budget=100), 7)
-    budget.close()
-    assert json.loads(state.read_text())["used"] == {"acme": 7}
-    assert stat.S_IMODE(state.stat().st_mode) == 0o600

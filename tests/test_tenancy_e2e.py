@@ -19,7 +19,9 @@ from indexer.build import BuildRequest, build_collection
 from indexer.embedding import Embedder
 from server.security.audit import verify
 from server.security.audit_keys import VerifyKeys
+from server.security.limits import TokenBudget
 from server.security.tenants import add_key, revoke_key
+from server.security.usage_store import UsageStore
 from tests.conftest import settings_for
 from tests.mcp_harness import (
     INITIALIZE,
@@ -423,7 +425,7 @@ def test_stdio_tenant_comes_from_the_operator_never_from_arguments(two_collectio
 
 @pytest.mark.parametrize("transport", ["stdio", "http"])
 def test_token_usage_is_written_when_the_server_stops(two_collections: Path, tmp_path: Path, transport: str):
-    """Usage is checkpointed every few seconds; what was spent since must not be lost at shutdown."""
+    """Every call's charge is committed before its result returns; nothing is lost at shutdown."""
     data_dir = tmp_path / "data"
     shutil.copytree(two_collections, data_dir)
     tenants_file = tmp_path / "tenants.toml"
@@ -457,5 +459,5 @@ def test_token_usage_is_written_when_the_server_stops(two_collections: Path, tmp
     searches = [r for r in searches if r["tool"] == "search"]
     spent = sum(r["tokens_in"] + r["tokens_out"] for r in searches)
     assert len(searches) == 3 and spent > 0
-    usage = json.loads((data_dir / "server" / "token-usage.json").read_text())
-    assert usage["used"] == {"metered": spent}
+    store = UsageStore(data_dir / "server" / "usage.sqlite3")
+    assert TokenBudget(store).used("metered") == spent

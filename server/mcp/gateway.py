@@ -23,12 +23,12 @@ from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel, ValidationError
 
 from indexer.errors import IndexerError
-from server.errors import BudgetExhausted, RateLimited, ServiceError
+from server.errors import BudgetExhausted, LimitsUnavailable, RateLimited, ServiceError
 from server.observability import otel
 from server.retrieval.service import Access, DocService
 from server.security.audit import AuditEvent, AuditLog, args_digest
 from server.security.guards import InvalidArgument
-from server.security.limits import RateLimiter, TokenBudget
+from server.security.limits import RateLimiter, TokenBudget, reservation_tokens
 from server.security.tenants import Principal, TenantRegistry, UnknownTenant
 from server.security.validation import check_arguments
 
@@ -159,6 +159,8 @@ class Gateway:
             "tool": tool,
             "args_sha256": args_digest(arguments),
         }
+        tenant: Any = None
+        hold: int | None = None  # the budget reservation until it is settled or released
         try:
             await self.registry.refresh_async()  # so the lookup below never reads files on the loop
             try:
@@ -166,11 +168,13 @@ class Gateway:
             except UnknownTenant as error:
                 raise ToolError(f"tenant {principal.tenant!r} is not configured on this server") from error
             if admission:
-                self._admit(tenant, rate_limit=self.transport == "stdio")
+                hold = await self._admit(tenant, arguments, rate_limit=self.transport == "stdio")
             access = Access(tenant=tenant.name, allowed=tenant.may_read)
             result = await core(access, record)
             tokens_out = record.tokens_out if record.tokens_out is not None else self.service.tokens(result)
-            self.budget.charge(tenant, record.tokens_in + tokens_out)
+            # Charged (fsynced) before the result leaves: a crash after this cannot refund it.
+            await anyio.to_thread.run_sync(self.budget.settle, tenant, hold, record.tokens_in + tokens_out)
+            hold = None
         # IndexerError too: its messages are one actionable line (e.g. a remote embedding API down).
         except (InvalidArgument, ServiceError, ToolError, IndexerError) as error:
             code = getattr(
@@ -196,6 +200,9 @@ class Gateway:
                 event, record, started, decision="allow", reason=None, outcome="error", error_code="internal"
             )
             raise ToolError(f"internal error while running {tool}; request id {request_id}") from error
+        finally:
+            if hold is not None:  # the call failed or was cancelled: it returned nothing
+                await self._release(tenant, hold)
         await self._audit(
             event,
             record,
@@ -219,21 +226,43 @@ class Gateway:
         )
         return result
 
-    def _admit(self, tenant: Any, *, rate_limit: bool) -> None:
+    async def _admit(self, tenant: Any, arguments: dict[str, Any], *, rate_limit: bool) -> int | None:
+        """Rate limit (stdio only), then hold the most this call may cost; returns the hold."""
         # Over HTTP the rate limit is enforced per request at the edge (HTTP 429 + Retry-After),
         # so a tool call is not counted twice.
-        decision = self.limiter.check(tenant) if rate_limit else None
+        decision = await anyio.to_thread.run_sync(self.limiter.check, tenant) if rate_limit else None
         if decision is not None and not decision.allowed:
+            if decision.reason == "limits_unavailable":
+                raise LimitsUnavailable(
+                    "the rate limit store is unavailable", retry_after=decision.retry_after_s
+                )
             raise RateLimited(
                 f"rate limit of {tenant.requests_per_minute} requests per minute reached for your tenant",
                 retry_after=decision.retry_after_s,
             )
-        decision = self.budget.check(tenant)
-        if not decision.allowed:
+        if tenant.daily_token_budget is None:
+            return None
+        wanted = reservation_tokens(arguments, self.service.embedder.count_tokens)
+        # Shielded: a call cancelled while its hold is being taken must still get the hold back to
+        # release it, or the hold would block that much budget until midnight.
+        with anyio.CancelScope(shield=True):
+            hold = await anyio.to_thread.run_sync(self.budget.reserve, tenant, wanted)
+        if not hold.allowed:
             raise BudgetExhausted(
-                f"your tenant's daily token budget of {tenant.daily_token_budget} is used up",
-                retry_after=decision.retry_after_s,
+                f"your tenant's daily token budget of {tenant.daily_token_budget} has "
+                f"{hold.tokens_left} tokens left, fewer than this call may use ({wanted}: "
+                "max_tokens plus the query); a smaller max_tokens may fit",
+                retry_after=hold.retry_after_s,
             )
+        return hold.reservation
+
+    async def _release(self, tenant: Any, hold: int) -> None:
+        # Shielded: a cancelled call must still give its hold back, or it blocks budget until midnight.
+        with anyio.CancelScope(shield=True):
+            try:
+                await anyio.to_thread.run_sync(self.budget.release, tenant, hold)
+            except LimitsUnavailable as error:
+                log.error("budget_release_failed", reservation=hold, error=str(error))
 
     async def _audit(
         self,

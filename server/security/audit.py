@@ -25,6 +25,7 @@ import fcntl
 import hashlib
 import hmac
 import json
+import math
 import os
 import threading
 import time
@@ -71,8 +72,24 @@ def canonical_json(value: Any) -> bytes:
 
 
 def args_digest(arguments: Mapping[str, Any]) -> str:
-    """SHA-256 of a tool call's arguments: lets an auditor match a call without storing its text."""
-    return hashlib.sha256(canonical_json(dict(arguments))).hexdigest()
+    """SHA-256 of a tool call's arguments: lets an auditor match a call without storing its text.
+
+    Total over anything a client can send: JSON parsers accept `NaN`, `Infinity` and `1e999` (inf),
+    which strict JSON cannot write, so non-finite floats are hashed as their names ("nan", "inf",
+    "-inf") and anything else unserialisable as its repr; the call is still audited, never failed."""
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return repr(value)
+        if isinstance(value, Mapping):
+            return {str(k): finite(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [finite(v) for v in value]
+        if value is None or isinstance(value, str | int | float):
+            return value
+        return repr(value)
+
+    return hashlib.sha256(canonical_json(finite(dict(arguments)))).hexdigest()
 
 
 class AuditEvent(BaseModel):
