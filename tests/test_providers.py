@@ -17,7 +17,8 @@ from structlog.testing import capture_logs
 from indexer.retrying import parse_retry_after
 from server.answering.grounding import Evidence, invalid_citations
 from server.answering.prompts import build_prompt, escape_text
-from server.answering.providers import (
+from server.answering.providers import estimate_cost, make_backend
+from server.answering.replies import (
     AnswerBackend,
     GeneratedAnswer,
     ProviderBadOutput,
@@ -26,8 +27,6 @@ from server.answering.providers import (
     ProviderTimeout,
     ProviderUnavailable,
     Usage,
-    estimate_cost,
-    make_backend,
     parse_reply,
 )
 from server.settings import ProviderSettings

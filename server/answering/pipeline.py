@@ -32,7 +32,8 @@ from server.answering.context import Retrieved, select_context
 from server.answering.grounding import Evidence, check
 from server.answering.memo import memo_embed
 from server.answering.products import undocumented_products
-from server.answering.providers import AnswerBackend, make_backend
+from server.answering.providers import make_backend
+from server.answering.replies import AnswerBackend
 from server.answering.results import (
     ABSTENTION,
     AnswerCitation,

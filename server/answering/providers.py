@@ -1,118 +1,45 @@
 """Remote answer backends: OpenAI-compatible chat completions and the Anthropic Messages API.
 
 Both share one `httpx.AsyncClient` (passed in), explicit connect/read timeouts, an overall
-monotonic deadline, retries with jittered exponential backoff on 429/5xx/transport errors that
-honour ``Retry-After``, and one repair round trip when the model's JSON reply is unusable.
-
-Errors (all `ProviderError`):
-    ProviderConfigError   the settings cannot work (API key variable unset)
-    ProviderRejected      the provider refused the request (4xx other than 429): key, model, quota
-    ProviderTimeout       the overall deadline passed
-    ProviderUnavailable   retries exhausted, or the provider asked to wait past the deadline
-    ProviderBadOutput     the reply was not the JSON we asked for, even after one repair request
+monotonic deadline, and retries with jittered exponential backoff on 429/5xx/transport errors that
+honour ``Retry-After``; asking, parsing and the one repair round trip are `replies.ask_with_repair`.
+Failures are the `replies.ProviderError` tree.
 
 API keys are read from the environment at call time and never appear in logs or messages.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import re
 import time
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import httpx
 import structlog
-from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from indexer.retrying import parse_retry_after
 from server.answering.grounding import Evidence
-from server.answering.prompts import Redactor, build_prompt, repair_request
+from server.answering.prompts import Redactor
+from server.answering.replies import (
+    AnswerBackend,
+    Completion,
+    GeneratedAnswer,
+    ProviderBadOutput,
+    ProviderConfigError,
+    ProviderRejected,
+    ProviderTimeout,
+    ProviderUnavailable,
+    Usage,
+    ask_with_repair,
+    sendable_prompt,
+)
 from server.settings import ProviderSettings
 
 log = structlog.get_logger(__name__)
 
 _ERROR_BODY_CHARS = 300
-_REPAIR_ECHO_CHARS = 8000
-
-
-class ProviderError(Exception):
-    """Base of every answer-backend failure."""
-
-
-class ProviderConfigError(ProviderError):
-    pass
-
-
-class ProviderRejected(ProviderError):
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class ProviderTimeout(ProviderError):
-    pass
-
-
-class ProviderUnavailable(ProviderError):
-    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class ProviderBadOutput(ProviderError):
-    pass
-
-
-class Usage(BaseModel):
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            input_tokens=self.input_tokens + other.input_tokens,
-            output_tokens=self.output_tokens + other.output_tokens,
-        )
-
-
-class Citation(BaseModel):
-    n: int = Field(ge=1)
-    chunk_id: str | None = None
-
-
-class ModelReply(BaseModel):
-    """The JSON object the model must return (see prompts.REPLY_SCHEMA)."""
-
-    answer: str
-    citations: list[Citation] = Field(default_factory=list)
-    insufficient: bool = False
-
-    @model_validator(mode="after")
-    def _answer_present(self) -> ModelReply:
-        if not self.answer.strip() and not self.insufficient:
-            raise ValueError('"answer" is empty; write the answer or set "insufficient" to true')
-        return self
-
-
-class GeneratedAnswer(BaseModel):
-    answer: str = Field(description="Answer text with inline [n] markers referring to evidence numbers.")
-    citations: list[Citation]
-    insufficient: bool = False
-    usage: Usage
-    model: str
-    backend: str
-    repaired: bool = Field(default=False, description="True when a repair request was needed.")
-
-
-class AnswerBackend(Protocol):
-    async def generate(
-        self, question: str, evidence: list[Evidence], *, max_output_tokens: int, deadline: float
-    ) -> GeneratedAnswer:
-        """Answer from `evidence`; `deadline` is an absolute `time.monotonic()` instant."""
-        ...
 
 
 def estimate_cost(usage: Usage, settings: ProviderSettings) -> float:
@@ -122,41 +49,8 @@ def estimate_cost(usage: Usage, settings: ProviderSettings) -> float:
     ) / 1_000_000
 
 
-def parse_reply(text: str) -> ModelReply:
-    """Parse the model's JSON reply, tolerating a code fence or prose around the object."""
-    candidate = text.strip()
-    fenced = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", candidate, re.DOTALL)
-    if fenced:
-        candidate = fenced.group(1)
-    try:
-        data = json.loads(candidate)
-    except json.JSONDecodeError as exc:
-        start, end = candidate.find("{"), candidate.rfind("}")
-        if start < 0 or end <= start:
-            raise ValueError(f"the reply is not JSON ({exc.msg} at position {exc.pos})") from None
-        try:
-            data = json.loads(candidate[start : end + 1])
-        except json.JSONDecodeError as inner:
-            raise ValueError(f"the reply is not valid JSON ({inner.msg} at position {inner.pos})") from None
-    if not isinstance(data, dict):
-        raise ValueError("the reply is JSON but not an object")
-    try:
-        return ModelReply.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'reply'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ValueError(f"the JSON does not match the schema ({problems})") from None
-
-
-class _Completion(BaseModel):
-    text: str
-    usage: Usage
-    model: str
-
-
 class _HttpBackend:
-    """Deadline, retry and repair logic shared by the two wire formats."""
+    """Deadline and retry logic shared by the two wire formats."""
 
     backend = ""
     path = ""
@@ -173,7 +67,7 @@ class _HttpBackend:
     def _body(self, system: str, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _parse(self, data: dict[str, Any]) -> _Completion:
+    def _parse(self, data: dict[str, Any]) -> Completion:
         raise NotImplementedError
 
     # --- shared flow --------------------------------------------------------------------------
@@ -197,45 +91,18 @@ class _HttpBackend:
         self, question: str, evidence: list[Evidence], *, max_output_tokens: int, deadline: float
     ) -> GeneratedAnswer:
         deadline = min(deadline, time.monotonic() + self.settings.deadline_s)
-        prompt = build_prompt(question, evidence, self.redact)
-        if not prompt.sources:
-            raise ProviderError(
-                "no evidence is left to send once flagged sources are excluded; abstain instead"
-            )
+        prompt = sendable_prompt(question, evidence, self.redact)
         key = self._api_key()
-        messages = [{"role": "user", "content": prompt.user}]
-        first = await self._complete(prompt.system, messages, max_output_tokens, deadline, key)
-        try:
-            reply = parse_reply(first.text)
-            return self._answer(reply, first.usage, first.model, repaired=False)
-        except ValueError as exc:
-            error = str(exc)
-        log.warning("provider_reply_invalid", backend=self.backend, model=first.model, error=error)
-        messages = [
-            *messages,
-            {"role": "assistant", "content": first.text[:_REPAIR_ECHO_CHARS] or "(empty reply)"},
-            {"role": "user", "content": repair_request(error)},
-        ]
-        second = await self._complete(prompt.system, messages, max_output_tokens, deadline, key)
-        try:
-            reply = parse_reply(second.text)
-        except ValueError as exc:
-            raise ProviderBadOutput(
-                f"{self.backend} model {self.settings.model} did not return the required JSON "
-                f"after one repair request: {exc}. Try a model that follows JSON instructions "
-                "or raise max_output_tokens if replies are cut off."
-            ) from None
-        return self._answer(reply, first.usage + second.usage, second.model, repaired=True)
 
-    def _answer(self, reply: ModelReply, usage: Usage, model: str, *, repaired: bool) -> GeneratedAnswer:
-        return GeneratedAnswer(
-            answer=reply.answer,
-            citations=reply.citations,
-            insufficient=reply.insufficient,
-            usage=usage,
-            model=model,
+        async def ask(system: str, messages: list[dict[str, str]]) -> Completion:
+            return await self._complete(system, messages, max_output_tokens, deadline, key)
+
+        return await ask_with_repair(
+            ask,
+            prompt,
             backend=self.backend,
-            repaired=repaired,
+            speaker=f"{self.backend} model {self.settings.model}",
+            hint=". Try a model that follows JSON instructions or raise max_output_tokens if replies are cut off.",
         )
 
     def _scrub(self, text: str, key: str | None) -> str:
@@ -249,7 +116,7 @@ class _HttpBackend:
         max_tokens: int,
         deadline: float,
         key: str | None,
-    ) -> _Completion:
+    ) -> Completion:
         """One model call with retries; returns the reply text and usage."""
         body = self._body(system, messages, max_tokens)
         headers = self._headers(key)
@@ -342,7 +209,7 @@ class _HttpBackend:
             f"{self.backend} returned HTTP {status}: {hint}. Provider said: {detail}", status
         )
 
-    def _completion(self, response: httpx.Response, key: str | None) -> _Completion:
+    def _completion(self, response: httpx.Response, key: str | None) -> Completion:
         try:
             data = response.json()
             if not isinstance(data, dict):
@@ -374,10 +241,10 @@ class OpenAIChatBackend(_HttpBackend):
             self.settings.max_tokens_field: max_tokens,
         }
 
-    def _parse(self, data: dict[str, Any]) -> _Completion:
+    def _parse(self, data: dict[str, Any]) -> Completion:
         message = data["choices"][0]["message"]
         usage = data.get("usage") or {}
-        return _Completion(
+        return Completion(
             text=message.get("content") or "",
             usage=Usage(
                 input_tokens=int(usage.get("prompt_tokens", 0)),
@@ -408,11 +275,11 @@ class AnthropicMessagesBackend(_HttpBackend):
             "temperature": self.settings.temperature,
         }
 
-    def _parse(self, data: dict[str, Any]) -> _Completion:
+    def _parse(self, data: dict[str, Any]) -> Completion:
         blocks = data["content"]
         text = "".join(b.get("text", "") for b in blocks if isinstance(b, dict) and b.get("type") == "text")
         usage = data.get("usage") or {}
-        return _Completion(
+        return Completion(
             text=text,
             usage=Usage(
                 input_tokens=int(usage.get("input_tokens", 0)),

@@ -8,21 +8,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import anyio
 from pydantic import BaseModel
 
 from server.answering.grounding import Evidence
-from server.answering.prompts import build_prompt, repair_request
-from server.answering.providers import (
+from server.answering.replies import (
+    Completion,
     GeneratedAnswer,
-    ProviderBadOutput,
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
     Usage,
-    parse_reply,
+    ask_with_repair,
+    sendable_prompt,
 )
 from server.security import guards
 
@@ -48,30 +47,15 @@ class SamplingBackend:
     async def generate(
         self, question: str, evidence: list[Evidence], *, max_output_tokens: int, deadline: float
     ) -> GeneratedAnswer:
-        prompt = build_prompt(question, evidence, guards.redact)
-        if not prompt.sources:
-            raise ProviderError("no evidence is left to send once flagged sources are excluded")
-        messages = [{"role": "user", "content": prompt.user}]
-        first = await self._ask(prompt.system, messages, max_output_tokens, deadline)
-        usage = self._usage(prompt.system, messages, first.text)
-        try:
-            return self._answer(parse_reply(first.text), usage, first.model, repaired=False)
-        except ValueError as exc:
-            error = str(exc)
-        messages = [
-            *messages,
-            {"role": "assistant", "content": first.text or "(empty reply)"},
-            {"role": "user", "content": repair_request(error)},
-        ]
-        second = await self._ask(prompt.system, messages, max_output_tokens, deadline)
-        usage = usage + self._usage(prompt.system, messages, second.text)
-        try:
-            reply = parse_reply(second.text)
-        except ValueError as exc:
-            raise ProviderBadOutput(
-                f"the client's model did not return the required JSON after one repair request: {exc}"
-            ) from None
-        return self._answer(reply, usage, second.model, repaired=True)
+        prompt = sendable_prompt(question, evidence, guards.redact)
+
+        async def ask(system: str, messages: list[dict[str, str]]) -> Completion:
+            reply = await self._ask(system, messages, max_output_tokens, deadline)
+            return Completion(
+                text=reply.text, usage=self._usage(system, messages, reply.text), model=reply.model
+            )
+
+        return await ask_with_repair(ask, prompt, backend=self.backend, speaker="the client's model")
 
     async def _ask(
         self, system: str, messages: list[dict[str, str]], max_tokens: int, deadline: float
@@ -95,15 +79,3 @@ class SamplingBackend:
         # Sampling replies carry no token counts: estimate with the local tokenizer.
         sent = self.count_tokens(system) + sum(self.count_tokens(m["content"]) for m in messages)
         return Usage(input_tokens=sent, output_tokens=self.count_tokens(reply))
-
-    @staticmethod
-    def _answer(reply: Any, usage: Usage, model: str, *, repaired: bool) -> GeneratedAnswer:
-        return GeneratedAnswer(
-            answer=reply.answer,
-            citations=reply.citations,
-            insufficient=reply.insufficient,
-            usage=usage,
-            model=model,
-            backend="sampling",
-            repaired=repaired,
-        )

@@ -18,7 +18,8 @@ import structlog
 from indexer.embedding import Embedder
 from server.answering.context import Retrieved
 from server.answering.extractive import extractive_answer
-from server.answering.providers import AnswerBackend, Citation, ProviderError, Usage, estimate_cost
+from server.answering.providers import estimate_cost
+from server.answering.replies import AnswerBackend, Citation, ProviderError, Usage
 from server.answering.sampling import SampleFn, SamplingBackend
 from server.settings import AnswerSettings
 
