@@ -1,18 +1,22 @@
-"""Shared pieces of the benchmark scripts: latency summaries, machine info, corpora, reports.
+"""Shared pieces of the benchmark scripts: latency summaries, machine info, corpora, reports, servers.
 
 The benchmark scripts print a short table on stdout and write the full figures as a JSON
 report; nothing here asserts a timing, because timings depend on the machine and its load.
+The end-to-end tests start their servers with `running` too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import socket
+import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,7 @@ from server.observability.traces import percentile
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO.parent / "shared" / "corpora" / "django-3.2-docs-html.tar.gz"
 DEFAULT_EXCLUDE = ("faq/*",)  # the FAQ pages are the eval questions' answer key, never indexed
+STOP_TIMEOUT_S = 15.0
 
 
 def setup_logging() -> None:
@@ -144,3 +149,45 @@ def _cell(value: object) -> str:
 def say(message: str) -> None:
     """Progress for the person running the benchmark (stderr: stdout holds the results)."""
     print(message, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_listening(process: subprocess.Popen[bytes], port: int, log_path: Path, timeout_s: float) -> None:
+    """Return once `process` accepts connections on loopback `port`; fail early if it exits."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}: {log_path.read_text()[-2000:]}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"server did not listen on port {port} within {timeout_s:.0f} s")
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def running(
+    command: Sequence[str], env: Mapping[str, str], port: int, log_path: Path, *, startup_timeout_s: float
+) -> Iterator[int]:
+    """Start a server (output to `log_path`), wait until it listens on `port`, yield its pid, stop it."""
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            list(command), cwd=REPO, env=dict(env), stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_listening(process, port, log_path, startup_timeout_s)
+            yield process.pid
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                # A server stuck in shutdown must not outlive the run that started it.
+                process.kill()
+                process.wait()

@@ -28,8 +28,6 @@ import json
 import os
 import random
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,7 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python scripts/bench_load.py` from a checkout
     sys.path.insert(0, str(REPO))
 
-from bench_common import latency_summary, machine_info, write_report  # noqa: E402
+from bench_common import free_port, latency_summary, machine_info, running, write_report  # noqa: E402
 
 from server.observability.traces import percentile, summarize_file  # noqa: E402
 
@@ -88,46 +86,15 @@ def build_fixture_index(data_dir: Path) -> None:
     build_collection(settings, BuildRequest(collection="lumen", source=FIXTURE_CORPUS, version="1.0"))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def serve(data_dir: Path, log_path: Path) -> Iterator[str]:
     """`docgate serve --http` on a free loopback port until the block ends; yields the MCP URL."""
     port = free_port()
     env = dict(os.environ)
     env["DOCGATE_DATA_DIR"] = str(data_dir)
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--http", f"127.0.0.1:{port}"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + STARTUP_TIMEOUT_S
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(
-                        f"docgate serve exited with {process.returncode}: {log_path.read_text()[-2000:]}"
-                    )
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"docgate serve did not listen within {STARTUP_TIMEOUT_S:.0f} s")
-                time.sleep(0.1)
-            yield f"http://127.0.0.1:{port}/mcp"
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    command = [sys.executable, "-m", "server.cli", "serve", "--http", f"127.0.0.1:{port}"]
+    with running(command, env, port, log_path, startup_timeout_s=STARTUP_TIMEOUT_S):
+        yield f"http://127.0.0.1:{port}/mcp"
 
 
 @dataclass

@@ -30,17 +30,14 @@ breakdown from its trace events, and the ratios docgate / peer.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +47,16 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python scripts/bench_peer.py` from a checkout
     sys.path.insert(0, str(REPO))
 
-from bench_common import latency_summary, load_average, machine_info, say, write_report  # noqa: E402
-from bench_load import Tally, call, free_port, load_questions, session_at  # noqa: E402
+from bench_common import (  # noqa: E402
+    free_port,
+    latency_summary,
+    load_average,
+    machine_info,
+    running,
+    say,
+    write_report,
+)
+from bench_load import Tally, call, load_questions, session_at  # noqa: E402
 
 from server.observability.traces import read_events  # noqa: E402
 
@@ -72,35 +77,6 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of one process so far (/proc/<pid>/stat fields 14 and 15)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_listening(process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}: {log_path.read_text()[-2000:]}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"server did not listen within {STARTUP_TIMEOUT_S:.0f} s")
-        time.sleep(0.2)
-
-
-@contextlib.contextmanager
-def running(command: Sequence[str], env: dict[str, str], port: int, log_path: Path) -> Iterator[int]:
-    """Start a server, wait until it listens on `port`, yield its pid, stop it at the end."""
-    with log_path.open("w") as log:
-        process = subprocess.Popen(list(command), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_listening(process, port, log_path)
-            yield process.pid
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 # ---------------------------------------------------------------- the peer
@@ -336,7 +312,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         shutil.rmtree(work / "peer-qdrant", ignore_errors=True)
         say(f"storing {len(texts)} chunks through the peer's qdrant-store (it embeds each one) …")
-        with running(peer_cmd, peer_env(work, cache, peer_port, args.collection), peer_port, peer_log):
+        with running(
+            peer_cmd,
+            peer_env(work, cache, peer_port, args.collection),
+            peer_port,
+            peer_log,
+            startup_timeout_s=STARTUP_TIMEOUT_S,
+        ):
             anyio.run(store_all, peer_url, texts)
         marker.write_text(json.dumps(wanted))
 
@@ -351,8 +333,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "phases": {},
     }
     with (
-        running(docgate_cmd, docgate_env, docgate_port, docgate_log) as docgate_pid,
-        running(peer_cmd, peer_env(work, cache, peer_port, args.collection), peer_port, peer_log) as peer_pid,
+        running(
+            docgate_cmd, docgate_env, docgate_port, docgate_log, startup_timeout_s=STARTUP_TIMEOUT_S
+        ) as docgate_pid,
+        running(
+            peer_cmd,
+            peer_env(work, cache, peer_port, args.collection),
+            peer_port,
+            peer_log,
+            startup_timeout_s=STARTUP_TIMEOUT_S,
+        ) as peer_pid,
     ):
         for phase, clients, requests in (
             ("single", 1, args.single),

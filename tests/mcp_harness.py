@@ -5,10 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +14,13 @@ import httpx2
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
+
+# The benchmarks and these tests start servers the same way; the scripts own that code.
+SCRIPTS = str(Path(__file__).resolve().parents[1] / "scripts")
+if SCRIPTS not in sys.path:
+    sys.path.insert(0, SCRIPTS)
+
+from bench_common import free_port, running  # noqa: E402
 
 
 def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -28,43 +32,14 @@ def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def http_server(data_dir: Path, *, args: tuple[str, ...] = (), **env: str) -> Iterator[str]:
     """`docgate serve --http` on a free loopback port; yields the /mcp URL."""
     port = free_port()
-    log = (data_dir.parent / f"server-{port}.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--http", f"127.0.0.1:{port}", *args],
-        env=server_env(data_dir, **env),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"server exited with {process.returncode}: {Path(log.name).read_text()[-2000:]}"
-                )
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("server did not start listening")
+    command = [sys.executable, "-m", "server.cli", "serve", "--http", f"127.0.0.1:{port}", *args]
+    log_path = data_dir.parent / f"server-{port}.log"
+    with running(command, server_env(data_dir, **env), port, log_path, startup_timeout_s=60):
         yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 @contextlib.asynccontextmanager
