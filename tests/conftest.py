@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,18 +115,43 @@ def build_corpus(
     return data_dir
 
 
-@pytest.fixture(scope="session")
-def django_docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return unpack_corpus(DJANGO_TARBALL, tmp_path_factory, "django-docs")
+def unpacked_corpus(name: str, tarball: Path) -> object:
+    """A session fixture called `name`: `tarball` unpacked once (the test skips when it is absent)."""
+
+    def unpacked(tmp_path_factory: pytest.TempPathFactory) -> Path:
+        return unpack_corpus(tarball, tmp_path_factory, name)
+
+    unpacked.__doc__ = f"{tarball.name} unpacked once per session."
+    return pytest.fixture(scope="session", name=name)(unpacked)
 
 
-@pytest.fixture(scope="session")
-def django_data_dir(
-    tmp_path_factory: pytest.TempPathFactory, django_docs: Path, model_dir: Path, embedder: Embedder
-) -> Path:
-    """The Django 3.2 docs (without faq/) as collection `django`, built once per session (minutes)."""
-    request = BuildRequest(collection="django", source=django_docs, version="3.2", exclude=["faq/*"])
-    return build_corpus(tmp_path_factory, model_dir, embedder, request)
+def built_corpus(name: str, docs: str, build: Callable[[Path], BuildRequest]) -> object:
+    """A session fixture called `name`: a data dir holding `build(folder)` built once (minutes).
+
+    `folder` is the value of the session fixture called `docs`, so the tests that read the
+    documents themselves and the tests that search their index share one unpacked copy.
+    """
+
+    def built(
+        request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory,
+        model_dir: Path,
+        embedder: Embedder,
+    ) -> Path:
+        folder: Path = request.getfixturevalue(docs)
+        return build_corpus(tmp_path_factory, model_dir, embedder, build(folder))
+
+    built.__doc__ = f"The documents of `{docs}` built and published once per session."
+    return pytest.fixture(scope="session", name=name)(built)
+
+
+django_docs = unpacked_corpus("django_docs", DJANGO_TARBALL)
+# The Django 3.2 docs without faq/: those pages are the eval questions' answer key.
+django_data_dir = built_corpus(
+    "django_data_dir",
+    "django_docs",
+    lambda docs: BuildRequest(collection="django", source=docs, version="3.2", exclude=["faq/*"]),
+)
 
 
 @pytest.fixture(scope="session")

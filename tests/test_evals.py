@@ -44,10 +44,10 @@ from server.evals.runner import (
 from server.retrieval.service import Access
 from server.runtime import build_runtime
 from tests.conftest import REPO, open_service, settings_for
-from tests.eval_fixtures import git_data_dir, mcp_data_dir, mcp_docs, scrapy_data_dir
+from tests.eval_fixtures import git_data_dir, git_docs, mcp_data_dir, mcp_docs, scrapy_data_dir, scrapy_docs
 
 # Session fixtures, re-exported so pytest finds them here.
-__all__ = ["git_data_dir", "mcp_data_dir", "mcp_docs", "scrapy_data_dir"]
+__all__ = ["git_data_dir", "git_docs", "mcp_data_dir", "mcp_docs", "scrapy_data_dir", "scrapy_docs"]
 
 BASELINES = REPO / "tests" / "evals" / "baselines"
 CORPUS_TOLERANCE = 0.03
