@@ -8,8 +8,10 @@ Exit codes: 0 success; non-zero with one actionable line on stderr (see `indexer
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -29,22 +31,16 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from indexer import __version__
 from indexer import generations as gens
 from indexer.build import BuildRequest, BuildSummary, build_collection
+from indexer.commands import command_app, version_option
 from indexer.crawl import CrawlOptions, CrawlReport
 from indexer.errors import IndexerError
 from indexer.logs import configure_logging
 from indexer.settings import IndexerSettings
 from indexer.status import collection_stats, verify_collection
 
-app = typer.Typer(
-    name="docgate-index",
-    help="Index documentation into immutable, searchable generations.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = command_app("docgate-index", "Index documentation into immutable, searchable generations.")
 # soft_wrap: an error or summary stays one line however narrow the terminal (or pipe) is.
 stderr = Console(stderr=True, soft_wrap=True)
 
@@ -57,19 +53,11 @@ ConfigOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON document instead of tables/progress.")]
 
 
-def _print_version(value: bool) -> None:
-    if value:
-        typer.echo(f"docgate-index {__version__}")
-        raise typer.Exit()
+VersionFlag = Annotated[bool, version_option("docgate-index")]
 
 
 @app.callback()
-def _root(
-    version: Annotated[
-        bool,
-        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
-    ] = False,
-) -> None:
+def _root(version: VersionFlag = False) -> None:
     """Index documentation into immutable, searchable generations."""
 
 
@@ -85,6 +73,16 @@ def _settings(config: Path | None) -> IndexerSettings:
 def _fail(message: str, code: int) -> NoReturn:
     stderr.print(f"error: {message}", highlight=False, markup=False)
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _indexer_command(config: Path | None) -> Iterator[IndexerSettings]:
+    """The settings of one command; an `IndexerError` in the block ends it with one line and its code."""
+    settings = _settings(config)
+    try:
+        yield settings
+    except IndexerError as error:
+        _fail(str(error), error.exit_code)
 
 
 def _emit_json(payload: Any) -> None:
@@ -170,8 +168,7 @@ def _crawl_limits(max_pages: int | None, max_depth: int | None, allow_private: b
 
 
 def _run_build(request: BuildRequest, config: Path | None, as_json: bool) -> None:
-    settings = _settings(config)
-    try:
+    with _indexer_command(config) as settings:
         if as_json or not stderr.is_terminal:
             summary = build_collection(settings, request)
         else:
@@ -184,8 +181,6 @@ def _run_build(request: BuildRequest, config: Path | None, as_json: bool) -> Non
             )
             with Progress(*columns, console=stderr) as progress:
                 summary = build_collection(settings, request, progress=_RichProgress(progress))
-    except IndexerError as error:
-        _fail(str(error), error.exit_code)
     if as_json:
         _emit_json(summary.model_dump())
     else:
@@ -248,6 +243,7 @@ def _print_crawl(report: CrawlReport) -> None:
 
 
 CollectionOption = Annotated[str, typer.Option("--collection", "-c", help="Collection name.")]
+NameArgument = Annotated[str, typer.Argument(help="Collection name.")]
 SourceOption = Annotated[
     Path | None, typer.Option("--source", "-s", help="Folder (or file) of documentation.")
 ]
@@ -406,13 +402,10 @@ def _same_source(given: str, recorded: str, *, is_url: bool) -> bool:
 @app.command("list")
 def list_(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """List published collections."""
-    settings = _settings(config)
     rows = []
-    try:
+    with _indexer_command(config) as settings:
         for name in gens.list_collections(settings.collections_dir):
             rows.append(collection_stats(settings, name, sizes=False))
-    except IndexerError as error:
-        _fail(str(error), error.exit_code)
     if as_json:
         _emit_json(rows)
         return
@@ -429,16 +422,13 @@ def list_(config: ConfigOption = None, as_json: JsonOption = False) -> None:
 
 @app.command()
 def stats(
-    name: Annotated[str, typer.Argument(help="Collection name.")],
+    name: NameArgument,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Documents, chunks, generation, model, sizes and creation time of one collection."""
-    settings = _settings(config)
-    try:
+    with _indexer_command(config) as settings:
         row = collection_stats(settings, name, sizes=True)
-    except IndexerError as error:
-        _fail(str(error), error.exit_code)
     if as_json:
         _emit_json(row)
         return
@@ -450,16 +440,13 @@ def stats(
 
 @app.command()
 def verify(
-    name: Annotated[str, typer.Argument(help="Collection name.")],
+    name: NameArgument,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Check the published generation: manifest consistent, Tantivy and vector ID sets identical."""
-    settings = _settings(config)
-    try:
+    with _indexer_command(config) as settings:
         report = verify_collection(settings, name)
-    except IndexerError as error:
-        _fail(str(error), error.exit_code)
     if as_json:
         _emit_json(report.model_dump())
     if not report.ok:
@@ -469,13 +456,10 @@ def verify(
 
 
 @app.command()
-def drop(name: Annotated[str, typer.Argument(help="Collection name.")], config: ConfigOption = None) -> None:
+def drop(name: NameArgument, config: ConfigOption = None) -> None:
     """Unpublish and delete a collection and all its generations."""
-    settings = _settings(config)
-    try:
+    with _indexer_command(config) as settings:
         gens.drop_collection(settings.collections_dir, name)
-    except IndexerError as error:
-        _fail(str(error), error.exit_code)
     stderr.print(f"{name}: dropped")
 
 

@@ -16,35 +16,19 @@ from typing import Annotated
 import anyio
 import typer
 
-from indexer import __version__
+from indexer.commands import command_app, version_option
 from indexer.errors import IndexerError
 from indexer.logs import configure_logging
 from server.cli.admin import audit_app, keys_app
 from server.observability.traces import trace_app
 from server.settings import ServerSettings
 
-app = typer.Typer(
-    name="docgate",
-    help="Documentation server for AI agents (Model Context Protocol).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
-def _print_version(value: bool) -> None:
-    if value:
-        typer.echo(f"docgate {__version__}")
-        raise typer.Exit()
+app = command_app("docgate", "Documentation server for AI agents (Model Context Protocol).")
+VersionFlag = Annotated[bool, version_option("docgate")]
 
 
 @app.callback()
-def _logging(
-    version: Annotated[
-        bool,
-        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
-    ] = False,
-) -> None:
+def _logging(version: VersionFlag = False) -> None:
     """Logs go to stderr from the first line on: stdout carries MCP messages and `--json` output."""
     configure_logging("INFO")
 
