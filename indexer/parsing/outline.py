@@ -43,6 +43,19 @@ def fence(code: str, language: str = "") -> str:
     return f"{fence}{language}\n{code}\n{fence}"
 
 
+def _led_by(prefix: str | None, text: str) -> list[str]:
+    """The blocks that `text` becomes when a pending label `prefix` leads it.
+
+    A label before code stays a block of its own (a fence must open its block); before prose or
+    a list it joins the text.
+    """
+    if prefix is None:
+        return [text]
+    if text.startswith("```"):
+        return [prefix, text]
+    return [_join_prefix(prefix, text)]
+
+
 def _join_prefix(prefix: str, text: str) -> str:
     if LIST_START.match(text):
         return f"{prefix}\n{text}"
@@ -128,13 +141,9 @@ class Outline:
     def block(self, text: str) -> None:
         if not text.strip():
             return
-        if self._prefix is not None:
-            prefix, self._prefix = self._prefix, None
-            if text.startswith("```"):
-                self._append(prefix)
-            else:
-                text = _join_prefix(prefix, text)
-        self._append(text)
+        prefix, self._prefix = self._prefix, None
+        for part in _led_by(prefix, text):
+            self._append(part)
 
     def sections(self) -> list[Section]:
         self._flush_prefix()
@@ -172,13 +181,8 @@ class Collector:
     def block(self, text: str) -> None:
         if not text.strip():
             return
-        if self._prefix is not None:
-            prefix, self._prefix = self._prefix, None
-            if text.startswith("```"):
-                self.blocks.append(prefix)
-            else:
-                text = _join_prefix(prefix, text)
-        self.blocks.append(text)
+        prefix, self._prefix = self._prefix, None
+        self.blocks.extend(_led_by(prefix, text))
 
     def done(self) -> list[str]:
         if self._prefix is not None:

@@ -45,13 +45,17 @@ def _any_options() -> _AnyOptions:
     return _AnyOptions({"name": directives.unchanged, "class": directives.class_option})
 
 
-class _CodeDirective(Directive):  # type: ignore[misc]
-    """Sphinx code directives (code-block, sourcecode, doctest…): content kept as a literal block."""
+class _LenientDirective(Directive):  # type: ignore[misc]
+    """Takes what Sphinx's directives take: one argument line, any options, content."""
 
     optional_arguments = 1
     final_argument_whitespace = True
     has_content = True
     option_spec = _any_options()
+
+
+class _CodeDirective(_LenientDirective):
+    """Sphinx code directives (code-block, sourcecode, doctest…): content kept as a literal block."""
 
     def run(self) -> list[Any]:
         code = "\n".join(self.content)
@@ -63,13 +67,8 @@ class _CodeDirective(Directive):  # type: ignore[misc]
         return [node]
 
 
-class _DroppedDirective(Directive):  # type: ignore[misc]
+class _DroppedDirective(_LenientDirective):
     """Directives that only steer the build (toctree, index, autodoc) carry no readable text."""
-
-    optional_arguments = 1
-    final_argument_whitespace = True
-    has_content = True
-    option_spec = _any_options()
 
     def run(self) -> list[Any]:
         return []
@@ -83,14 +82,10 @@ _VERSION_NOTES = {
 }
 
 
-class _VersionDirective(Directive):  # type: ignore[misc]
+class _VersionDirective(_LenientDirective):
     """versionadded and friends: `.. versionadded:: 2.1 text` with the text on the same line or below."""
 
     required_arguments = 1
-    optional_arguments = 1
-    final_argument_whitespace = True
-    has_content = True
-    option_spec = _any_options()
 
     def run(self) -> list[Any]:
         container = du.container()
@@ -104,13 +99,8 @@ class _VersionDirective(Directive):  # type: ignore[misc]
         return [container]
 
 
-class _GenericDirective(Directive):  # type: ignore[misc]
+class _GenericDirective(_LenientDirective):
     """Fallback for any other unknown directive: arguments lead, content is parsed as rST."""
-
-    optional_arguments = 1
-    final_argument_whitespace = True
-    has_content = True
-    option_spec = _any_options()
 
     def run(self) -> list[Any]:
         argument = norm(self.arguments[0]) if self.arguments else ""
