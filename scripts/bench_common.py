@@ -16,10 +16,10 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.table import Table
@@ -125,6 +125,17 @@ def write_report(path: Path, report: Mapping[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return path
+
+
+Report = TypeVar("Report", bound=Mapping[str, Any])
+
+
+def finish(out: Path, report: Report, print_summary: Callable[[Report], None]) -> int:
+    """Write the JSON report to `out`, show its summary and where it went; the run's exit status."""
+    path = write_report(out, report)
+    print_summary(report)
+    print(f"report written to {path}")
+    return 0
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

@@ -38,6 +38,7 @@ from bench_common import (
     DEFAULT_CORPUS,
     DEFAULT_EXCLUDE,
     extract_corpus,
+    finish,
     load_average,
     machine_info,
     print_table,
@@ -391,10 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_phase(args)
         return 0
     report = run_benchmark(args)
-    path = write_report(Path(args.out), report)
-    print_summary(report)
-    print(f"report written to {path}")
-    return 0
+    return finish(Path(args.out), report, print_summary)
 
 
 if __name__ == "__main__":

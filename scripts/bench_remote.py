@@ -32,12 +32,12 @@ from bench_common import (
     DEFAULT_EXCLUDE,
     REPO,
     extract_corpus,
+    finish,
     latency_summary,
     machine_info,
     print_table,
     say,
     setup_logging,
-    write_report,
 )
 
 sys.path.insert(0, str(REPO))  # the stub servers live with the tests
@@ -262,10 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "remote_build": report["build"]["target_met"],
         "rerank_cost": report["search"]["target_met"],
     }
-    path = write_report(Path(args.out), report)
-    print_summary(report)
-    print(f"report written to {path}")
-    return 0
+    return finish(Path(args.out), report, print_summary)
 
 
 if __name__ == "__main__":

@@ -37,13 +37,13 @@ from bench_common import (
     DEFAULT_EXCLUDE,
     REPO,
     extract_corpus,
+    finish,
     latency_summary,
     load_average,
     machine_info,
     print_table,
     say,
     setup_logging,
-    write_report,
 )
 
 from indexer.build import BuildRequest, build_collection
@@ -334,10 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else _build_django(Path(scratch), Path(args.corpus), args.collection)
         )
         report = run_benchmark(args, data_dir)
-    path = write_report(Path(args.out), report)
-    print_summary(report)
-    print(f"report written to {path}")
-    return 0
+    return finish(Path(args.out), report, print_summary)
 
 
 if __name__ == "__main__":
