@@ -185,15 +185,18 @@ def wait_listening(process: subprocess.Popen[bytes], port: int, log_path: Path, 
 @contextlib.contextmanager
 def running(
     command: Sequence[str], env: Mapping[str, str], port: int, log_path: Path, *, startup_timeout_s: float
-) -> Iterator[int]:
-    """Start a server (output to `log_path`), wait until it listens on `port`, yield its pid, stop it."""
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server (output to `log_path`), wait until it listens on `port`, yield it, stop it.
+
+    The caller may end the process itself (a crash test kills it): stopping one that is gone is a no-op.
+    """
     with log_path.open("w") as log:
         process = subprocess.Popen(
             list(command), cwd=REPO, env=dict(env), stdout=log, stderr=subprocess.STDOUT
         )
         try:
             wait_listening(process, port, log_path, startup_timeout_s)
-            yield process.pid
+            yield process
         finally:
             process.terminate()
             try:

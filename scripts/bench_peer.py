@@ -335,14 +335,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with (
         running(
             docgate_cmd, docgate_env, docgate_port, docgate_log, startup_timeout_s=STARTUP_TIMEOUT_S
-        ) as docgate_pid,
+        ) as docgate_process,
         running(
             peer_cmd,
             peer_env(work, cache, peer_port, args.collection),
             peer_port,
             peer_log,
             startup_timeout_s=STARTUP_TIMEOUT_S,
-        ) as peer_pid,
+        ) as peer_process,
     ):
         for phase, clients, requests in (
             ("single", 1, args.single),
@@ -350,10 +350,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ):
             say(f"{phase}: docgate …")
             skip = line_count(docgate_log)
-            docgate = measure(docgate_url, docgate_pid, "search", "query", queries, clients, requests)
+            docgate = measure(docgate_url, docgate_process.pid, "search", "query", queries, clients, requests)
             docgate["stages"] = stage_breakdown(docgate_log, skip)
             say(f"{phase}: peer …")
-            peer = measure(peer_url, peer_pid, "qdrant-find", "query", queries, clients, requests)
+            peer = measure(peer_url, peer_process.pid, "qdrant-find", "query", queries, clients, requests)
             report["phases"][phase] = {
                 "docgate": docgate,
                 "peer": peer,

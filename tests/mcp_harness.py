@@ -20,7 +20,9 @@ SCRIPTS = str(Path(__file__).resolve().parents[1] / "scripts")
 if SCRIPTS not in sys.path:
     sys.path.insert(0, SCRIPTS)
 
-from bench_common import free_port, running  # noqa: E402
+# Re-exported: some tests start a server of their own on a port they pick themselves.
+from bench_common import free_port as free_port  # noqa: E402
+from bench_common import running as running  # noqa: E402
 
 
 def server_env(data_dir: Path, **extra: str) -> dict[str, str]:

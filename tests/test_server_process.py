@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -38,10 +39,21 @@ def test_running_yields_once_the_port_accepts_and_stops_the_process(tmp_path: Pa
     log = tmp_path / "server.log"
     with running(
         [sys.executable, "-c", LISTEN, str(port)], os.environ, port, log, startup_timeout_s=30
-    ) as pid:
-        assert alive(pid)
+    ) as process:
+        assert alive(process.pid)
         assert "listening" in log.read_text()
-    assert not alive(pid)
+    assert not alive(process.pid)
+
+
+def test_a_server_the_caller_killed_is_left_as_it_is(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "server.log"
+    with running(
+        [sys.executable, "-c", LISTEN, str(port)], os.environ, port, log, startup_timeout_s=30
+    ) as process:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    assert process.returncode == -signal.SIGKILL
 
 
 def test_a_server_that_exits_early_fails_with_its_output(tmp_path: Path) -> None:

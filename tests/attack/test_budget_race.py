@@ -11,7 +11,6 @@ import contextlib
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ from server.security.limits import RateLimiter, TokenBudget
 from server.security.tenants import TenantRegistry, add_key
 from server.security.usage_store import UsageStore
 from tests.conftest import open_service
-from tests.mcp_harness import INITIALIZE, JSON_RPC_HEADERS, free_port, http_session, server_env
+from tests.mcp_harness import INITIALIZE, JSON_RPC_HEADERS, free_port, http_session, running, server_env
 
 BUDGET = 3000
 MAX_TOKENS = 600
@@ -77,36 +76,12 @@ def site(lumen_data_dir: Path, tmp_path: Path) -> dict[str, Any]:
 def server(site: dict[str, Any], audit: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """A `docgate serve --http` process the test may kill -9; yields it with its /mcp URL."""
     port = free_port()
-    log = (site["tmp"] / f"server-{port}.log").open("w")
     env = server_env(
         site["data_dir"], DOCGATE_TENANTS_FILE=str(site["tenants_file"]), DOCGATE_AUDIT_LOG=str(audit)
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--http", f"127.0.0.1:{port}"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited: {Path(log.name).read_text()[-2000:]}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("server did not start listening")
+    command = [sys.executable, "-m", "server.cli", "serve", "--http", f"127.0.0.1:{port}"]
+    with running(command, env, port, site["tmp"] / f"server-{port}.log", startup_timeout_s=60) as process:
         yield process, f"http://127.0.0.1:{port}/mcp"
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        log.close()
 
 
 def kill_9(process: subprocess.Popen[bytes]) -> None:
