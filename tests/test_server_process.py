@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -34,23 +36,22 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
 
 
-def test_running_yields_once_the_port_accepts_and_stops_the_process(tmp_path: Path) -> None:
+def listener(log: Path) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    """A small server that listens on a free port once it has printed to `log`."""
     port = free_port()
+    return running([sys.executable, "-c", LISTEN, str(port)], os.environ, port, log, startup_timeout_s=30)
+
+
+def test_running_yields_once_the_port_accepts_and_stops_the_process(tmp_path: Path) -> None:
     log = tmp_path / "server.log"
-    with running(
-        [sys.executable, "-c", LISTEN, str(port)], os.environ, port, log, startup_timeout_s=30
-    ) as process:
+    with listener(log) as process:
         assert alive(process.pid)
         assert "listening" in log.read_text()
     assert not alive(process.pid)
 
 
 def test_a_server_the_caller_killed_is_left_as_it_is(tmp_path: Path) -> None:
-    port = free_port()
-    log = tmp_path / "server.log"
-    with running(
-        [sys.executable, "-c", LISTEN, str(port)], os.environ, port, log, startup_timeout_s=30
-    ) as process:
+    with listener(tmp_path / "server.log") as process:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
     assert process.returncode == -signal.SIGKILL
