@@ -6,10 +6,11 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import anyio
 import httpx2
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
@@ -66,6 +67,32 @@ async def http_session(url: str, token: str | None = None) -> AsyncIterator[Clie
     ):
         await session.initialize()
         yield session
+
+
+SessionFactory = Callable[[], contextlib.AbstractAsyncContextManager[ClientSession]]
+
+
+@contextlib.contextmanager
+def session_factory(
+    transport: Literal["stdio", "http"], data_dir: Path, **env: str
+) -> Iterator[SessionFactory]:
+    """Opens client sessions to one server over `data_dir`: a fresh stdio server per session, or one
+    HTTP server for as long as the context lasts."""
+    if transport == "stdio":
+        yield lambda: stdio_session(data_dir, **env)
+        return
+    with http_server(data_dir, args=(), **env) as url:
+        yield lambda: http_session(url)
+
+
+def run_session(factory: SessionFactory, body: Callable[[ClientSession], Any]) -> Any:
+    """Run `body` in one session from `factory`, from synchronous test code."""
+
+    async def main() -> Any:
+        async with factory() as session:
+            return await body(session)
+
+    return anyio.run(main)
 
 
 async def call(session: ClientSession, tool: str, **arguments: Any) -> dict[str, Any]:

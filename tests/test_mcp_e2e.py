@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +21,15 @@ from tests.conftest import FIXTURE_CORPUS, settings_for
 from tests.mcp_harness import (
     INITIALIZE,
     JSON_RPC_HEADERS,
+    SessionFactory,
     call,
     call_error,
     http_server,
-    http_session,
+    run_session,
     server_env,
+    session_factory,
     stdio_session,
 )
-
-SessionFactory = Callable[[], contextlib.AbstractAsyncContextManager[ClientSession]]
 
 
 @pytest.fixture
@@ -43,19 +42,8 @@ def data_dir(lumen_data_dir: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture(params=["stdio", "http"])
 def open_session(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[SessionFactory]:
-    if request.param == "stdio":
-        yield lambda: stdio_session(data_dir)
-        return
-    with http_server(data_dir) as url:
-        yield lambda: http_session(url)
-
-
-def run(factory: SessionFactory, body: Callable[[ClientSession], Any]) -> Any:
-    async def main() -> Any:
-        async with factory() as session:
-            return await body(session)
-
-    return anyio.run(main)
+    with session_factory(request.param, data_dir) as factory:
+        yield factory
 
 
 def test_tools_are_listed_with_descriptions_and_schemas(open_session):
@@ -80,7 +68,7 @@ def test_tools_are_listed_with_descriptions_and_schemas(open_session):
         for tool in tools.values():
             assert tool.annotations is not None and tool.annotations.read_only_hint
 
-    run(open_session, body)
+    run_session(open_session, body)
 
 
 def test_search_returns_hits_with_provenance(open_session):
@@ -108,7 +96,7 @@ def test_search_returns_hits_with_provenance(open_session):
         assert result["rewritten_queries"], "the keyword rewrite is recorded"
         assert "**" in json.dumps([h["snippet"] for h in result["hits"]])
 
-    run(open_session, body)
+    run_session(open_session, body)
 
 
 def test_pagination_walks_every_page_without_duplicates(open_session):
@@ -131,7 +119,7 @@ def test_pagination_walks_every_page_without_duplicates(open_session):
         full = await call(session, "search", query="cache theme configuration", k=50, max_tokens=20000)
         assert seen == [h["chunk_id"] for h in full["hits"]]
 
-    run(open_session, body)
+    run_session(open_session, body)
 
 
 def test_response_never_exceeds_max_tokens(open_session, embedder: Embedder):
@@ -153,7 +141,7 @@ def test_response_never_exceeds_max_tokens(open_session, embedder: Embedder):
         )
         assert nxt["hits"] and nxt["hits"][0]["chunk_id"] not in {h["chunk_id"] for h in tight["hits"]}
 
-    run(open_session, body)
+    run_session(open_session, body)
 
 
 def test_fetch_chunk_returns_full_text_and_ordered_neighbours(open_session, embedder: Embedder):
@@ -180,7 +168,7 @@ def test_fetch_chunk_returns_full_text_and_ordered_neighbours(open_session, embe
         too_small = await call_error(session, "fetch_chunk", chunk_id=chosen["chunk_id"], max_tokens=100)
         assert "too small for this chunk's metadata" in too_small
 
-    run(open_session, body)
+    run_session(open_session, body)
 
 
 @pytest.mark.parametrize(
@@ -207,7 +195,7 @@ def test_bad_input_is_a_tool_error_the_agent_can_act_on(open_session, tool, argu
         message = await call_error(session, tool, **arguments)
         assert expected in message, message
 
-    run(open_session, body)
+    run_session(open_session, body)
 
 
 def test_cursor_is_bound_to_its_query(open_session):
@@ -221,7 +209,7 @@ def test_cursor_is_bound_to_its_query(open_session):
             session, "search", query="cache", k=1, cursor=tampered
         )
 
-    run(open_session, body)
+    run_session(open_session, body)
 
 
 def test_new_generation_is_served_without_restart(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,16 @@ from server.mcp.resources import URI_TEMPLATE
 from server.security.audit import verify
 from server.security.audit_keys import VerifyKeys
 from server.security.tenants import add_key
-from tests.mcp_harness import call, call_error, http_server, http_session, stdio_session
+from tests.mcp_harness import (
+    SessionFactory,
+    call,
+    call_error,
+    http_server,
+    http_session,
+    run_session,
+    session_factory,
+)
 
-SessionFactory = Callable[[], AbstractAsyncContextManager[ClientSession]]
 TEMPLATE = ResourceTemplateReference(type="ref/resource", uri=URI_TEMPLATE)
 
 TENANTS = """
@@ -54,19 +60,8 @@ def data_dir(both_collections: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture(params=["stdio", "http"])
 def open_session(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[SessionFactory]:
-    if request.param == "stdio":
-        yield lambda: stdio_session(data_dir, DOCGATE_SERVE__RESOURCE_PAGE_SIZE="3")
-    else:
-        with http_server(data_dir, DOCGATE_SERVE__RESOURCE_PAGE_SIZE="3") as url:
-            yield lambda: http_session(url)
-
-
-def run(factory: SessionFactory, body: Callable[[ClientSession], Any]) -> Any:
-    async def main() -> Any:
-        async with factory() as session:
-            return await body(session)
-
-    return anyio.run(main)
+    with session_factory(request.param, data_dir, DOCGATE_SERVE__RESOURCE_PAGE_SIZE="3") as factory:
+        yield factory
 
 
 async def all_resources(session: ClientSession) -> tuple[list[str], int]:
@@ -114,7 +109,7 @@ def test_read_page_search_and_versions_over_both_transports(open_session):
         old = await call(session, "search", query="checkout coupons", version="1.x", collections=["shop"])
         assert {h["version"] for h in old["hits"]} <= {"1.0", "docs"}
 
-    run(open_session, body)
+    run_session(open_session, body)
 
 
 @pytest.mark.parametrize(
@@ -136,7 +131,7 @@ def test_bad_page_and_version_input_is_a_tool_error(open_session, tool, argument
         message = await call_error(session, tool, **arguments)
         assert expected in message
 
-    run(open_session, body)
+    run_session(open_session, body)
 
 
 def test_pages_are_paginated_resources_with_template_and_completions(open_session):
@@ -161,7 +156,7 @@ def test_pages_are_paginated_resources_with_template_and_completions(open_sessio
         paths = await session.complete(TEMPLATE, {"name": "path", "value": "v2"}, {"collection": "shop"})
         assert paths.completion.values == ["v2.0/guide.md", "v2.1rc1/guide.md"]
 
-    run(open_session, body)
+    run_session(open_session, body)
 
 
 @pytest.fixture
