@@ -100,6 +100,7 @@ class _Lists:
     bm25_variants: list[tuple[int, str, bool]]  # (variant index, text, primary)
     vectors: Vectors | None
     owner: dict[str, Snapshot] = field(default_factory=dict)
+    resolved: dict[str, Chunk] = field(default_factory=dict)
 
     def bm25(self, variant: int, text: str, primary: bool, limit: int) -> Ranked:
         per_collection = []
@@ -130,14 +131,22 @@ class _Lists:
         return ranked + self.dense(limit)
 
     def resolve(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
-        """Payloads of chunks the lists returned, one chunk-store lookup per collection."""
+        """Payloads of chunks the lists returned, one chunk-store lookup per collection.
+
+        Feedback, page evidence and selection each ask for overlapping heads of the same lists;
+        a snapshot's chunks never change, so each payload is read from the store once per call."""
         by_snapshot: dict[int, tuple[Snapshot, list[str]]] = {}
         for chunk_id in chunk_ids:
             snapshot = self.owner[chunk_id]
             by_snapshot.setdefault(id(snapshot), (snapshot, []))[1].append(chunk_id)
         chunks: dict[str, Chunk] = {}
         for snapshot, ids in by_snapshot.values():
-            chunks.update(snapshot.lexical.get_many(ids))
+            fetched = snapshot.lexical.get_many([cid for cid in ids if cid not in self.resolved])
+            self.resolved.update(fetched)
+            chunks.update(fetched)  # in the store's order, as before any were remembered
+            chunks.update(
+                (cid, self.resolved[cid]) for cid in ids if cid in self.resolved and cid not in chunks
+            )
         return chunks
 
 
