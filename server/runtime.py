@@ -60,7 +60,8 @@ class Runtime:
 
     async def aclose(self) -> None:
         """Close the usage store (every charge is already committed when its call returns), sign a
-        checkpoint of the audit chain's final head, then close the answer backends' HTTP client."""
+        checkpoint of the audit chain's final head, then close the answer backends' HTTP client and
+        the embedder's connections (a remote embedding provider's pool)."""
         if self.closed:
             return
         self.closed = True
@@ -69,6 +70,7 @@ class Runtime:
             await anyio.to_thread.run_sync(self.audit.close)  # a signed checkpoint of the final head
         finally:
             await self.http_client.aclose()
+            self.embedder.close()
         log.info(
             "runtime_closed",
             usage_store_closed=True,

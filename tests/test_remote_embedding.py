@@ -23,6 +23,8 @@ from indexer.errors import EmbeddingServiceFailed
 from indexer.settings import EmbeddingSettings, RemoteEmbeddingSettings
 from server.retrieval.catalog import Catalog
 from server.retrieval.service import Access, DocService
+from server.runtime import build_runtime
+from server.settings import ServerSettings
 from tests.conftest import FIXTURE_CORPUS, settings_for
 from tests.fake_services import FakeServices, Reply
 from tests.mcp_harness import call, call_error, stdio_session
@@ -217,6 +219,31 @@ def test_a_build_through_the_api_reports_usage_and_searches_like_the_local_model
     assert "semantic search skipped" in degraded.degraded_reasons[0]
     assert all(h.dense_rank is None and h.bm25_rank is not None for h in degraded.hits)
     remote.close()
+
+
+def test_closing_the_runtime_releases_the_remote_embedders_pool_and_a_later_runtime_reopens_it(
+    fake, tmp_path, model_dir
+):
+    data_dir = tmp_path / "remote-data"
+    _build_remote(data_dir, model_dir, fake.url + "/v1")
+    embedding = remote_settings(fake.url + "/v1").model_copy(update={"model_dir": model_dir})
+    settings = ServerSettings.load(None, data_dir=data_dir, embedding=embedding)
+
+    async def search_then_close(query: str) -> tuple[RemoteEmbedder, bool]:
+        runtime = build_runtime(settings)
+        try:
+            result = runtime.service.search(ACCESS, query, k=3).result
+        finally:
+            await runtime.aclose()
+        assert isinstance(runtime.embedder, RemoteEmbedder) and result.hits
+        return runtime.embedder, result.degraded
+
+    first, degraded = anyio.run(search_then_close, "configure the cache")
+    assert first.is_closed and not degraded
+    # The embedder is shared per process: a second runtime gets it back and opens a new pool
+    # (a closed pool would fail the query embedding and leave keyword-only, degraded results).
+    second, degraded = anyio.run(search_then_close, "where are cached responses stored")
+    assert second is first and second.is_closed and not degraded
 
 
 def test_the_server_searches_through_the_api_and_flags_keyword_only_results_when_it_is_down(

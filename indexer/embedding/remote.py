@@ -13,6 +13,7 @@ would otherwise write vectors the index cannot compare.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +35,11 @@ log = structlog.get_logger()
 
 
 class RemoteEmbedder(Embedder):
-    """One shared `httpx.Client` (thread-safe, pooled) for every request of this embedder."""
+    """One shared `httpx.Client` (thread-safe, pooled) for every request of this embedder.
+
+    `close()` releases the pool; the embedder is shared per process (`shared_embedder`), so a later
+    call after a server runtime closed it opens a new pool instead of failing.
+    """
 
     def __init__(self, settings: EmbeddingSettings, *, transport: httpx.BaseTransport | None = None) -> None:
         remote = settings.remote
@@ -55,14 +60,16 @@ class RemoteEmbedder(Embedder):
             headers["authorization"] = f"Bearer {key}"
             headers["api-key"] = key  # Azure OpenAI reads this header instead
         params = {"api-version": remote.api_version} if remote.api_version else None
-        self._client = httpx.Client(
-            headers=headers,
-            params=params,
-            timeout=httpx.Timeout(remote.timeout_s, connect=min(remote.timeout_s, 10.0)),
-            limits=httpx.Limits(max_connections=remote.concurrency + 2),
-            transport=transport,
-            follow_redirects=False,
-        )
+        self._client_options: dict[str, Any] = {
+            "headers": headers,
+            "params": params,
+            "timeout": httpx.Timeout(remote.timeout_s, connect=min(remote.timeout_s, 10.0)),
+            "limits": httpx.Limits(max_connections=remote.concurrency + 2),
+            "transport": transport,
+            "follow_redirects": False,
+        }
+        self._client_lock = threading.Lock()
+        self._client = httpx.Client(**self._client_options)
         profile = profile_for(settings.model)
         # Chunks are sized in the bundled tokenizer's tokens: an estimate of the remote model's own
         # count, close for English WordPiece/BPE models and never sent anywhere.
@@ -79,7 +86,18 @@ class RemoteEmbedder(Embedder):
         return "openai"
 
     def close(self) -> None:
-        self._client.close()
+        with self._client_lock:
+            self._client.close()
+
+    @property
+    def is_closed(self) -> bool:
+        return self._client.is_closed
+
+    def _open_client(self) -> httpx.Client:
+        with self._client_lock:
+            if self._client.is_closed:
+                self._client = httpx.Client(**self._client_options)
+            return self._client
 
     def _embed_texts(self, texts: Sequence[str], kind: InputKind) -> Vectors:
         if kind == "query":
@@ -107,9 +125,9 @@ class RemoteEmbedder(Embedder):
             retry_after: float | None = None
             try:
                 response = (
-                    self._client.post(self.endpoint, json=body, timeout=timeout)
+                    self._open_client().post(self.endpoint, json=body, timeout=timeout)
                     if timeout is not None
-                    else self._client.post(self.endpoint, json=body)
+                    else self._open_client().post(self.endpoint, json=body)
                 )
             except httpx.TimeoutException:
                 reason = "timed out"
