@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from indexer.build import BuildRequest, build_collection
 from indexer.embedding import Embedder
 from server.answering.pipeline import Answerer
 from server.answering.products import mentions, product_names, undocumented_products
@@ -83,3 +84,36 @@ def test_question_about_a_product_the_docs_do_not_cover_abstains(
     ).abstained
     off = _answer(lumen_data_dir, model_dir, embedder, question, undocumented_product_chunks=-1)
     assert "the documentation does not cover Netlify" not in off.grounding.reasons
+
+
+def test_a_product_another_version_documents_is_not_called_undocumented(
+    tmp_path: Path, model_dir: Path, embedder: Embedder
+):
+    # v1 predates OAuth support and says so without naming it; v2 documents OAuth on many pages.
+    docs = tmp_path / "docs"
+    (docs / "v1").mkdir(parents=True)
+    (docs / "v2").mkdir()
+    (docs / "v1" / "auth.md").write_text(
+        "# Auth\n\n## Authorization\n\nAuthorization is not part of the core protocol in this release. "
+        "Clients and servers may negotiate their own authorization strategies.\n",
+        encoding="utf-8",
+    )
+    for topic in ("tokens", "discovery", "registration", "scopes", "refresh", "errors"):
+        (docs / "v2" / f"{topic}.md").write_text(
+            f"# OAuth {topic}\n\n## {topic.title()}\n\nThe OAuth 2.1 {topic} step of authorization: "
+            f"servers implement OAuth {topic} as described here, and clients follow it.\n",
+            encoding="utf-8",
+        )
+    data_dir = tmp_path / "data"
+    build_collection(
+        settings_for(data_dir, model_dir),
+        BuildRequest(collection="proto", source=docs, version="v2", version_from_path=r"^(v\d)/"),
+        embedder=embedder,
+    )
+    settings = settings_for(data_dir, model_dir)
+    answerer = Answerer(settings, open_service(data_dir, model_dir, embedder), embedder)
+    question = "Which OAuth flow must a server support for authorization?"
+    result, _ = asyncio.run(answerer.answer(ACCESS, question, version="v1"))
+    # Scoped to v1, OAuth is in no retrieved passage and in no v1 chunk, but the collection documents it.
+    assert "the documentation does not cover OAuth" not in result.grounding.reasons
+    assert all("/v1/" in f"/{c.source}" for c in result.citations), result.citations

@@ -258,7 +258,10 @@ class Answerer:
         rare = self.grounding.undocumented_product_chunks
         if rare < 0:
             return []
-        flt = ChunkFilter(collections=prepared.names, version=prepared.scope.version)
+        # Every version of the collections counts: a product one version documents is documented
+        # (OAuth in later MCP revisions), and a question scoped to an older version deserves that
+        # version's answer ("not part of the core specification"), not "the docs do not cover it".
+        flt = ChunkFilter(collections=prepared.names)
 
         def chunks_mentioning(name: str) -> int:
             snapshots = [prepared.view.snapshots[n] for n in prepared.names]
