@@ -41,7 +41,7 @@ from indexer.embedding import Embedder, shared_embedder
 from indexer.logs import configure_logging
 from server.answering.cache import CacheScope, SemanticCache
 from server.answering.extractive import extractive_answer
-from server.answering.grounding import check
+from server.answering.grounding.verdict import check
 from server.answering.memo import memo_embed
 from server.answering.pipeline import Answerer, Retrieved
 from server.retrieval.catalog import Catalog

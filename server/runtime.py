@@ -28,7 +28,7 @@ from server.retrieval.cursors import load_secret
 from server.retrieval.service import DocService
 from server.security.audit import AuditLog, open_audit_log
 from server.security.limits import RateLimiter, TokenBudget
-from server.security.tenants import TenantRegistry
+from server.security.registry import TenantRegistry
 from server.security.usage_store import UsageStore
 from server.settings import ServerSettings
 

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from server.cli.admin import audit_app, keys_app
 from server.security.audit import AuditEvent, AuditLog, args_digest
 from server.security.audit_keys import AuditKeys
-from server.security.tenants import TenantRegistry, keys_path
+from server.security.keys_file import keys_path
+from server.security.registry import TenantRegistry
 from server.settings import ServerSettings
 
 TENANTS = '[tenants.acme]\ncollections = ["django*"]\n'

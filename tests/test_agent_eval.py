@@ -10,7 +10,7 @@ import pytest
 
 from indexer.embedding import Embedder
 from server.evals.agent import STRATEGIES, run_agent
-from server.evals.runner import EvalCase
+from server.evals.dataset import EvalCase
 from server.retrieval.service import Access, DocService
 from tests.conftest import open_service
 from tests.test_evals import LUMEN_CASES, _eval

@@ -16,31 +16,23 @@ from typing import Any
 import pytest
 
 from indexer.embedding import Embedder
-from server.evals.runner import (
-    CONFIGS,
+from server.evals.configs import CONFIGS, retrieve_for
+from server.evals.dataset import EvalCase, EvalDatasetError, load_cases, page_of
+from server.evals.metrics import (
     AnswerMetrics,
     AnswerOutcome,
-    AnswerReport,
-    ConfigReport,
-    EvalCase,
-    EvalDatasetError,
-    EvalReport,
     RetrievalMetrics,
     answer_metrics,
-    compare,
     distinct_pages,
     first_relevant_rank,
     hit_at,
-    load_cases,
-    load_report,
     mrr_at,
     ndcg_at,
-    page_of,
     recall_at,
     retrieval_metrics,
-    retrieve_for,
-    run_eval,
 )
+from server.evals.report import AnswerReport, ConfigReport, EvalReport, compare, load_report
+from server.evals.runner import run_eval
 from server.retrieval.service import Access
 from server.runtime import build_runtime
 from tests.conftest import REPO, open_service, settings_for

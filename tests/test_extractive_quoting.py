@@ -16,7 +16,7 @@ import pytest
 
 from indexer.build import BuildRequest
 from indexer.embedding import Embedder
-from server.answering.grounding import split_claims
+from server.answering.grounding.claims import split_claims
 from server.answering.pipeline import Answerer, AnswerResult
 from server.retrieval.service import Access, DocService
 from server.settings import ServerSettings

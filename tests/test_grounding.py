@@ -12,15 +12,10 @@ import numpy.typing as npt
 import pytest
 
 from indexer.embedding import assemble_offline_model
-from server.answering.grounding import (
-    INVALID_CITATION,
-    EmbedFn,
-    Evidence,
-    check,
-    identifiers,
-    numbers,
-    split_claims,
-)
+from server.answering.grounding.claims import INVALID_CITATION, split_claims
+from server.answering.grounding.evidence import Evidence
+from server.answering.grounding.terms import identifiers, numbers
+from server.answering.grounding.verdict import EmbedFn, check
 from server.answering.providers import make_backend
 from server.settings import GroundingSettings, ProviderSettings
 from tests.fake_llm import FakeLLM, Step

@@ -15,7 +15,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from indexer.retrying import parse_retry_after
-from server.answering.grounding import Evidence, invalid_citations
+from server.answering.grounding.claims import invalid_citations
+from server.answering.grounding.evidence import Evidence
 from server.answering.prompts import build_prompt, escape_text
 from server.answering.providers import estimate_cost, make_backend
 from server.answering.replies import (

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.answering.grounding import split_claims
+from server.answering.grounding.claims import split_claims
 from server.answering.units import Unit, blocks, cite, render, units
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from server.answering.grounding import Evidence
+from server.answering.grounding.evidence import Evidence
 from server.answering.prompts import SYSTEM_PROMPT
 from server.answering.providers import make_backend
 from server.answering.replies import GeneratedAnswer, ProviderBadOutput, ProviderError, Usage

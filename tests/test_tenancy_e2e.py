@@ -19,8 +19,8 @@ from indexer.build import BuildRequest, build_collection
 from indexer.embedding import Embedder
 from server.security.audit import verify
 from server.security.audit_keys import VerifyKeys
+from server.security.keys_file import add_key, revoke_key
 from server.security.limits import TokenBudget
-from server.security.tenants import add_key, revoke_key
 from server.security.usage_store import UsageStore
 from tests.conftest import settings_for
 from tests.mcp_harness import (

@@ -11,19 +11,10 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from server.security.tenants import (
-    DEFAULT_TENANT,
-    MAX_BEARER_LENGTH,
-    Principal,
-    TenantRegistry,
-    TenantsFileError,
-    UnknownKey,
-    UnknownTenant,
-    add_key,
-    keys_path,
-    list_keys,
-    revoke_key,
-)
+from server.security.keys import MAX_BEARER_LENGTH
+from server.security.keys_file import UnknownKey, add_key, keys_path, list_keys, revoke_key
+from server.security.registry import Principal, TenantRegistry
+from server.security.tenants import DEFAULT_TENANT, TenantsFileError, UnknownTenant
 
 TENANTS = """\
 # hand-written by an operator; docgate must never rewrite this file

@@ -32,8 +32,8 @@ from indexer.text import (
     terms,
     words,
 )
-from server.answering import grounding
 from server.answering.cache import signature
+from server.answering.grounding import terms as grounding
 from server.retrieval.rewriting import keyword_form
 from server.retrieval.service import Access
 from tests.conftest import REPO, open_service, settings_for
@@ -117,7 +117,7 @@ def test_words_split_identifiers_so_prose_still_matches():
 
 def test_grounding_and_bm25_stem_by_the_same_function():
     text = "Routing the configured routes, Straße und Größe: 4.2.1 crème"
-    assert grounding._stem("Routing") == stem("routing") == terms("routes")[0]
+    assert grounding.term_of("Routing") == stem("routing") == terms("routes")[0]
     assert grounding.content_terms(text) == content_terms(text)
     assert content_terms(text) <= set(terms(text))
     assert terms(text) == [stem(word) for word in words(text)]

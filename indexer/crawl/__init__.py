@@ -57,12 +57,16 @@ ignores for the same reason.
 The package, one job a module (this docstring describes the whole):
 - `indexer.crawl.models`: `CrawlOptions`, `Validators`, `PageOutcome`, `CrawlReport`, `CrawlResult`
   and the errors;
-- `indexer.crawl.urls`: URL normalisation (`normalise_url`) and `Scope`;
+- `indexer.crawl.urls`: URL normalisation (`normalise_url`), origins and `Scope`;
 - `indexer.crawl.addresses`: the address policy (`is_public_address`, `check_host`), the DNS-pinning
   transport and the HTTP client `crawl` builds;
 - `indexer.crawl.pacing`: the request pacer, ``Retry-After`` and backoff;
-- `indexer.crawl.links`: document types, link extraction and sitemaps;
-- `indexer.crawl.crawler`: the crawl itself and `crawl`.
+- `indexer.crawl.links`: document types, link extraction and sitemap parsing;
+- `indexer.crawl.fetch`: one HTTP exchange (address check, pacing, retries, body limits);
+- `indexer.crawl.robots`: robots.txt per origin and its ``Crawl-delay``;
+- `indexer.crawl.frontier`: discovery: sitemap seeds, which links are queued, the bounds;
+- `indexer.crawl.outcomes`: what happened to every URL, refresh bookkeeping, the `CrawlResult`;
+- `indexer.crawl.crawler`: `crawl`: the start URL, the workers and what each reply means.
 """
 
 from __future__ import annotations

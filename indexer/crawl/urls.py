@@ -73,6 +73,12 @@ def _normalise_escapes(path: str) -> str:
     return "".join(out)
 
 
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of a URL, as written."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 @dataclass(frozen=True)
 class Scope:
     """Same scheme, host and port as the start page, and a path under its directory."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from server.answering.grounding import Evidence
+from server.answering.grounding.evidence import Evidence
 from server.retrieval.hybrid import Candidate
 from server.security import guards
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from server.answering.grounding import content_terms, identifiers, question_terms
+from server.answering.grounding.terms import content_terms, identifiers, question_terms
 from server.answering.pages import related
 from server.answering.results import TermCoverage
 

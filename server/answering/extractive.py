@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from server.answering.grounding import Evidence, content_terms, identifiers, split_claims
+from server.answering.grounding.claims import split_claims
+from server.answering.grounding.evidence import Evidence
+from server.answering.grounding.terms import content_terms, identifiers
 from server.answering.pages import (
     PageCandidate,
     PageWeights,

@@ -26,7 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from server.answering.grounding import Evidence, content_terms, identifiers, question_terms
+from server.answering.grounding.evidence import Evidence
+from server.answering.grounding.terms import content_terms, identifiers, question_terms
 
 PageKind = Literal["normative", "proposal", "changelog"]
 

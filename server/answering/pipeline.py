@@ -4,7 +4,7 @@
     context       whole chunks in rank order within `answer.context_tokens` (`context.py`)
     write         extractive (offline, `extractive.py`) or a remote/sampling model (PII redacted
                   first); any provider failure falls back to extractive (`writing.py`)
-    check         `grounding.check` on every answer, whoever wrote it; below the thresholds, with an
+    check         `grounding.verdict.check` on every answer, whoever wrote it; below the thresholds, with an
                   invalid citation, a fabricated identifier or number, or a model saying the sources
                   are insufficient, the answer is replaced by the fixed abstention text and sources
     answer        the result shaped to fit `max_tokens` (`shaping.py`); tokens counted per request
@@ -29,7 +29,8 @@ from indexer.embedding import Embedder
 from indexer.models import ChunkFilter
 from server.answering.cache import CacheScope, SemanticCache
 from server.answering.context import Retrieved, select_context
-from server.answering.grounding import Evidence, check
+from server.answering.grounding.evidence import Evidence
+from server.answering.grounding.verdict import check
 from server.answering.memo import memo_embed
 from server.answering.products import undocumented_products
 from server.answering.providers import make_backend

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, Field
 
-from server.answering.grounding import Evidence
+from server.answering.grounding.evidence import Evidence
 
 Redactor = Callable[[str], str]
 

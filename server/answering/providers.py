@@ -20,7 +20,7 @@ import httpx
 import structlog
 
 from indexer.retrying import parse_retry_after
-from server.answering.grounding import Evidence
+from server.answering.grounding.evidence import Evidence
 from server.answering.prompts import Redactor
 from server.answering.replies import (
     AnswerBackend,

@@ -22,7 +22,7 @@ from typing import Protocol
 import structlog
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from server.answering.grounding import Evidence
+from server.answering.grounding.evidence import Evidence
 from server.answering.prompts import Prompt, Redactor, build_prompt, repair_request
 
 log = structlog.get_logger(__name__)

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 from pydantic import BaseModel
 
-from server.answering.grounding import Evidence
+from server.answering.grounding.evidence import Evidence
 from server.answering.replies import (
     Completion,
     GeneratedAnswer,

@@ -8,7 +8,8 @@ from pydantic import BaseModel
 
 from server.answering.context import Retrieved
 from server.answering.coverage import term_coverage
-from server.answering.grounding import Evidence, GroundingReport
+from server.answering.grounding.evidence import Evidence
+from server.answering.grounding.verdict import GroundingReport
 from server.answering.results import (
     ABSTENTION,
     ABSTENTION_SOURCES,

@@ -24,7 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from server.answering.grounding import identifiers, split_claims
+from server.answering.grounding.claims import split_claims
+from server.answering.grounding.terms import identifiers
 
 UnitKind = Literal["sentence", "list", "item"]
 

@@ -16,14 +16,8 @@ import typer
 from server.security.audit import verify
 from server.security.audit_keys import AuditKeyError, VerifyKeys
 from server.security.keys import KeySecretError
-from server.security.tenants import (
-    TenantsFileError,
-    UnknownKey,
-    UnknownTenant,
-    add_key,
-    list_keys,
-    revoke_key,
-)
+from server.security.keys_file import UnknownKey, add_key, list_keys, revoke_key
+from server.security.tenants import TenantsFileError, UnknownTenant
 from server.settings import ServerSettings
 
 keys_app = typer.Typer(help="Create, list and revoke API keys for tenants.", no_args_is_help=True)

@@ -192,14 +192,16 @@ def eval_command(
     from rich.console import Console
 
     from server.errors import ServiceError
-    from server.evals import runner as evals
+    from server.evals.render import render
+    from server.evals.report import compare, load_report
+    from server.evals.runner import run_eval
     from server.runtime import build_runtime
 
     try:
-        previous = evals.load_report(baseline) if baseline is not None else None
+        previous = load_report(baseline) if baseline is not None else None
         runtime = build_runtime(settings)
         try:
-            report = evals.run_eval(
+            report = run_eval(
                 settings,
                 runtime.service,
                 runtime.answerer if answers else None,
@@ -213,11 +215,11 @@ def eval_command(
             anyio.run(runtime.aclose)
     except (IndexerError, ServiceError, OSError, ValueError) as error:
         _fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
-    regressions = evals.compare(report, previous, tolerance) if previous is not None else []
+    regressions = compare(report, previous, tolerance) if previous is not None else []
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    evals.render(report, Console(width=None if sys.stdout.isatty() else 120), regressions)
+    render(report, Console(width=None if sys.stdout.isatty() else 120), regressions)
     if previous is not None and previous.dataset_sha256 != report.dataset_sha256:
         sys.stderr.write("warning: the baseline was made from a different version of this dataset\n")
     if regressions:

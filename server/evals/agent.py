@@ -19,18 +19,15 @@ import secrets
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
 from server.errors import ServiceError
+from server.evals.dataset import EvalCase
 from server.retrieval import pages
 from server.retrieval.page_sources import PageRequest
 from server.retrieval.service import Access, DocService, SearchResult
 from server.security.guards import InvalidArgument
-
-if TYPE_CHECKING:  # the runner imports this module; cases are only read here
-    from server.evals.runner import EvalCase
 
 STRATEGIES = ("search", "search_fetch", "search_read_page")
 SEARCH_K = 5

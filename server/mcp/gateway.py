@@ -29,7 +29,8 @@ from server.retrieval.service import Access, DocService
 from server.security.audit import AuditEvent, AuditLog, args_digest
 from server.security.guards import InvalidArgument
 from server.security.limits import RateLimiter, TokenBudget, reservation_tokens
-from server.security.tenants import Principal, TenantRegistry, UnknownTenant
+from server.security.registry import Principal, TenantRegistry
+from server.security.tenants import UnknownTenant
 from server.security.validation import check_arguments
 
 log = structlog.get_logger()

@@ -30,7 +30,8 @@ from server.mcp.origins import HostPolicy
 from server.mcp.sessions import SessionBook
 from server.runtime import Runtime
 from server.security.audit import AuditEvent, args_digest
-from server.security.tenants import Principal, TenantRegistry, UnknownTenant
+from server.security.registry import Principal, TenantRegistry
+from server.security.tenants import UnknownTenant
 
 log = structlog.get_logger()
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}

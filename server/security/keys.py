@@ -1,4 +1,7 @@
-"""API key hashing: a keyed fast hash with a server secret, and the legacy PBKDF2 form it replaces.
+"""API keys: their format, a keyed fast hash with a server secret, and the legacy PBKDF2 form it replaces.
+
+A key looks like ``dg_<key id>_<secret>``: the key id finds the record in O(1), and the secret
+(256 random bits) is checked with one constant-time comparison of keyed hashes.
 
 Keys carry 256 random bits, so a slow password KDF protects nothing that the key's own entropy
 does not already protect; what it does add is a lever for denial of service (each wrong guess
@@ -16,10 +19,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from pathlib import Path
 
 SECRET_BYTES = 32
+KEY_PREFIX = "dg_"
+# Longest bearer string worth looking at; anything longer is rejected before any hashing.
+MAX_BEARER_LENGTH = 256
+KEY_ID_BYTES = 6  # 12 hex characters
+KEY_SECRET_BYTES = 32  # 43 url-safe base64 characters
+_BEARER_RE = re.compile(r"dg_([0-9a-f]{12})_([A-Za-z0-9_-]{43})", re.ASCII)
 # A fixed stand-in so an unknown key id costs the same HMAC and comparison as a known one.
 _DUMMY_HASH = bytes(32)
 
@@ -80,3 +90,11 @@ def matches(server_secret: bytes, key_id: str, secret: str, stored: bytes | None
 def legacy_pbkdf2(secret: str, salt: bytes, iterations: int) -> bytes:
     """The old stored form. Slow by design: call it only off the event loop."""
     return hashlib.pbkdf2_hmac("sha256", secret.encode("ascii"), salt, iterations)
+
+
+def parse_bearer(bearer: object) -> tuple[str, str] | None:
+    """Split ``dg_<key id>_<secret>`` into its parts; None for anything else."""
+    if not isinstance(bearer, str) or len(bearer) > MAX_BEARER_LENGTH:
+        return None
+    match = _BEARER_RE.fullmatch(bearer)
+    return (match.group(1), match.group(2)) if match else None

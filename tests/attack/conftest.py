@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from server.security.tenants import add_key
+from server.security.keys_file import add_key
 from tests.mcp_harness import http_server
 
 TENANTS = """

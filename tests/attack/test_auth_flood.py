@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from server.security.keys import legacy_pbkdf2
-from server.security.tenants import TenantRegistry, add_key, keys_path, load_keys
+from server.security.keys_file import add_key, keys_path, load_keys
+from server.security.registry import TenantRegistry
 from tests.attack.conftest import Deployment, deployed
 from tests.mcp_harness import INITIALIZE, JSON_RPC_HEADERS, call, http_session
 

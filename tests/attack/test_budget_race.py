@@ -29,8 +29,9 @@ from server.mcp.gateway import CallRecord, Gateway
 from server.retrieval.service import Access, CollectionList
 from server.security.audit import AuditLog, args_digest
 from server.security.audit_keys import AuditKeys
+from server.security.keys_file import add_key
 from server.security.limits import RateLimiter, TokenBudget
-from server.security.tenants import TenantRegistry, add_key
+from server.security.registry import TenantRegistry
 from server.security.usage_store import UsageStore
 from tests.conftest import open_service
 from tests.mcp_harness import INITIALIZE, JSON_RPC_HEADERS, free_port, http_session, running, server_env

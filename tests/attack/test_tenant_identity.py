@@ -7,7 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from server.security.tenants import TenantRegistry, add_key, list_keys
+from server.security.keys_file import add_key, list_keys
+from server.security.registry import TenantRegistry
 from tests.attack.conftest import TENANTS, deployed
 from tests.mcp_harness import INITIALIZE, JSON_RPC_HEADERS
 
