@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import time
 import urllib.robotparser
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from indexer.crawl.models import (
     PageStatus,
     Validators,
 )
-from indexer.crawl.pacing import Pacer, backoff, parse_retry_after
+from indexer.crawl.pacing import Pacer, backoff, parse_http_date, parse_retry_after
 from indexer.crawl.urls import DEFAULT_PORTS, Scope, matches, normalise_url
 from indexer.models import RawDocument
 
@@ -676,13 +675,8 @@ def _conditional_headers(previous: Validators | None) -> dict[str, str]:
 
 
 def _mtime(reply: _Reply) -> float | None:
-    value = reply.headers.get("last-modified")
-    if not value:
-        return None
-    try:
-        return email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return None
+    when = parse_http_date(reply.headers.get("last-modified"))
+    return when.timestamp() if when is not None else None
 
 
 async def _read_prefix(response: httpx.Response, limit: int) -> bytes:
