@@ -434,8 +434,15 @@ def stats(
         return
     table = Table("field", "value")
     for key, value in row.items():
-        table.add_row(key, str(value))
+        table.add_row(key, _cell(value))
     Console().print(table)
+
+
+def _cell(value: Any) -> str:
+    # A mapping (the per-version dates) reads as `label: value` lines rather than a Python dict.
+    if isinstance(value, dict):
+        return "\n".join(f"{key}: {item if item is not None else '-'}" for key, item in value.items())
+    return str(value)
 
 
 @app.command()
