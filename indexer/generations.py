@@ -24,12 +24,12 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Literal
 
 import structlog
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from indexer import __version__
 from indexer.atomic import fsync_dir, write_atomic
@@ -66,6 +66,19 @@ class DocumentRecord(BaseModel):
     etag: str | None = None
     last_modified: str | None = None
     links: list[str] = Field(default_factory=list)
+    modified: datetime | None = Field(
+        default=None,
+        description="When the document last changed (UTC): a file's mtime, a crawled page's Last-Modified, "
+        "else when it was fetched; kept while its content stays the same. None in older manifests.",
+    )
+
+    @field_validator("modified")
+    @classmethod
+    def _utc(cls, when: datetime | None) -> datetime | None:
+        # Always UTC, so a version's day never depends on the zone a date was written in.
+        if when is None:
+            return None
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 class VectorBackend(BaseModel):
@@ -79,6 +92,11 @@ class Manifest(BaseModel):
     version: str
     version_from_path: str | None = None
     versions: list[str] = Field(default_factory=list, description="Every version label the chunks carry.")
+    version_dates: dict[str, date] = Field(
+        default_factory=dict,
+        description="Per version label, the day (UTC) its most recently modified document last changed; "
+        "empty in older manifests.",
+    )
     base_url: str | None = Field(
         default=None, description="Public URL of a folder's root (`--base-url`): pages link to it + path."
     )

@@ -26,6 +26,7 @@ def collection_stats(settings: IndexerSettings, name: str, *, sizes: bool) -> di
         "dimension": manifest.embedding_dimension,
         "vector_backend": manifest.vector_backend.kind,
         "source": manifest.source,
+        "version_dates": version_dates(manifest),
         "created_at": manifest.created_at.isoformat(),
         "build_seconds": manifest.build_seconds,
     }
@@ -48,6 +49,15 @@ def collection_stats(settings: IndexerSettings, name: str, *, sizes: bool) -> di
             gens.directory_size(gens.generation_dir(settings.collections_dir, name, n)) for n in finished
         )
     return row
+
+
+def version_dates(manifest: gens.Manifest) -> dict[str, str | None]:
+    """Every version label with the day its newest document changed (None: built before dates were kept)."""
+    dates = manifest.version_dates
+    return {
+        label: dates[label].isoformat() if label in dates else None
+        for label in gens.manifest_versions(manifest)
+    }
 
 
 class VerifyReport(BaseModel):

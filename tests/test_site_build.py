@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,66 @@ def test_refresh_embeds_only_the_changed_page_and_drops_the_deleted_one(
     assert summary.crawl is not None
     assert {outcome.path for outcome in summary.crawl.removed} == {"release-notes.txt"}
     assert verify_collection(settings, COLLECTION).ok
+
+
+# --------------------------------------------------------------------------- page dates
+
+OLD = datetime(2021, 1, 1, 12, tzinfo=UTC)
+EDITED = datetime(2022, 2, 2, 12, tzinfo=UTC)
+
+
+def _date_files(root: Path) -> None:
+    """Every served file dated OLD, the configuration page EDITED: what Last-Modified will say."""
+    for file in root.rglob("*"):
+        os.utime(file, (OLD.timestamp(), OLD.timestamp()))
+    configuration = root / "docs" / "guide" / "configuration.html"
+    os.utime(configuration, (EDITED.timestamp(), EDITED.timestamp()))
+
+
+def _forget_dates(settings: ServerSettings) -> None:
+    """Rewrite the published manifest as a docgate from before page dates wrote it."""
+    generation = gens.current_generation(settings.collections_dir, COLLECTION)
+    assert generation is not None
+    path = gens.generation_dir(settings.collections_dir, COLLECTION, generation) / "manifest.json"
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    del raw["version_dates"]
+    for record in raw["documents"].values():
+        del record["modified"]
+    path.write_text(json.dumps(raw), encoding="utf-8")
+
+
+def test_pages_are_dated_by_last_modified_and_keep_it_through_refreshes(
+    settings: ServerSettings, site: Site, embedder: Embedder
+) -> None:
+    _date_files(site.root)
+    build_site(settings, site, embedder)
+    manifest, _ = published(settings)
+    assert manifest.documents["guide/configuration.html"].modified == EDITED
+    assert manifest.documents["faq.html"].modified == OLD
+    assert manifest.version_dates == {"2.0": EDITED.date()}
+
+    assert build_site(settings, site, embedder, incremental=True).status == "unchanged"
+    assert published(settings)[0].version_dates == {"2.0": EDITED.date()}
+
+    # An index from before page dates: a refresh dates its kept pages by their recorded Last-Modified.
+    _forget_dates(settings)
+    assert build_site(settings, site, embedder, incremental=True).status == "published"
+    manifest, _ = published(settings)
+    assert manifest.documents["guide/configuration.html"].modified == EDITED
+    assert manifest.version_dates == {"2.0": EDITED.date()}
+
+
+def test_a_page_without_last_modified_is_dated_by_its_fetch(
+    settings: ServerSettings, site: Site, embedder: Embedder
+) -> None:
+    _date_files(site.root)
+    site.state.send_validators = False
+    before = gens.now().replace(microsecond=0)
+    build_site(settings, site, embedder)
+    after = gens.now()
+    manifest, _ = published(settings)
+    modified = {record.modified for record in manifest.documents.values()}
+    assert all(when is not None and before <= when <= after for when in modified)
 
 
 # --------------------------------------------------------------------------- the command line

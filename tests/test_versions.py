@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import json
+import os
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from mcp import ClientSession
 
+from indexer import generations as gens
+from indexer.build import BuildRequest, build_collection
+from indexer.build.publish import version_dates
 from indexer.embedding import Embedder
+from indexer.status import collection_stats
 from server.errors import UnknownVersion
 from server.retrieval.catalog import Catalog
 from server.retrieval.service import Access, DocService
 from server.retrieval.versions import describe, parse_label, resolve, validate_version_spec
 from server.security.guards import InvalidArgument
+from server.settings import ServerSettings
 from tests.conftest import open_service, settings_for
+from tests.mcp_harness import call, run_session, session_factory
 from tests.versioned_fixture import MARKERS
 
 MCP_LABELS = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "draft", "docs"]
@@ -170,3 +181,159 @@ def test_list_collections_shows_versions_with_kinds_and_latest(service):
 def test_a_wildcard_never_selects_a_prerelease_over_a_release():
     assert resolve("2.x", ["2.0", "2.1rc1", "docs"]) == ("2.0", "docs")
     assert resolve("2.x", ["2.1rc1"]) == ()
+
+
+# ---------------------------------------------------------------- when each version was last updated
+
+
+# Noon UTC, so the day is the same in every time zone the tests might run in.
+def _noon(day: str) -> float:
+    return datetime.fromisoformat(f"{day}T12:00:00+00:00").timestamp()
+
+
+# path → (text, the file's mtime day). Version 1.0's newest file is not its first one.
+DATED_PAGES = {
+    "v1.0/api.md": ("# API\n\nThe 1.0 API has one function, fetch_orders.\n", "2021-01-10"),
+    "v1.0/guide.md": ("# Guide\n\nVersion 1.0 ships orders by post.\n", "2021-03-04"),
+    "v2.0/guide.md": ("# Guide\n\nVersion 2.0 ships orders by courier.\n", "2023-08-09"),
+    "v2025-06-18/spec.md": ("# Spec\n\nThe 2025-06-18 protocol revision.\n", "2020-02-02"),
+    "about.md": ("# About\n\nThe project has three maintainers.\n", "2022-05-06"),
+}
+DATED_UPDATED = {"1.0": "2021-03-04", "2.0": "2023-08-09", "2025-06-18": "2020-02-02", "docs": "2022-05-06"}
+
+
+def _write_dated(source: Path) -> Path:
+    for path, (text, day) in DATED_PAGES.items():
+        file = source / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(text, encoding="utf-8")
+        os.utime(file, (_noon(day), _noon(day)))
+    return source
+
+
+def _build_dated(settings: ServerSettings, source: Path, embedder: Embedder, *, incremental: bool = False):
+    request = BuildRequest(
+        collection="dated",
+        source=source,
+        version="docs",
+        version_from_path=r"^v([^/]+)/",
+        incremental=incremental,
+    )
+    return build_collection(settings, request, embedder=embedder)
+
+
+def _updated(data_dir: Path, model_dir: Path, embedder: Embedder) -> dict[str, str | None]:
+    listing = open_service(data_dir, model_dir, embedder).collections(EVERYONE).collections[0]
+    return {v.label: v.updated for v in listing.version_details}
+
+
+def _manifest(settings: ServerSettings) -> gens.Manifest:
+    return gens.require_current(settings.collections_dir, "dated")[1]
+
+
+@pytest.fixture
+def dated(settings: ServerSettings, tmp_path: Path, embedder: Embedder) -> Path:
+    source = _write_dated(tmp_path / "dated-docs")
+    _build_dated(settings, source, embedder)
+    return source
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+def test_list_collections_shows_when_each_version_was_last_updated(dated, isolated_env, transport):
+    async def body(session: ClientSession) -> list[dict[str, Any]]:
+        listing = await call(session, "list_collections")
+        return list(listing["collections"][0]["version_details"])
+
+    with session_factory(transport, isolated_env) as factory:
+        details = {v["label"]: v for v in run_session(factory, body)}
+    assert {label: v["updated"] for label, v in details.items()} == DATED_UPDATED
+    # `date` still means the date a label names; `updated` is when its pages last changed.
+    assert details["2025-06-18"]["date"] == "2025-06-18"
+    assert details["1.0"]["date"] is None and details["docs"]["date"] is None
+    assert details["2025-06-18"]["latest"]
+
+
+def test_dates_come_from_the_files_not_the_build(dated, settings):
+    manifest = _manifest(settings)
+    # Every date lies years before the build: a build-time date would be today's.
+    assert manifest.created_at.date() > max(date.fromisoformat(day) for day in DATED_UPDATED.values())
+    assert {label: day.isoformat() for label, day in manifest.version_dates.items()} == DATED_UPDATED
+    guide = manifest.documents["v1.0/guide.md"].modified
+    assert guide == datetime.fromtimestamp(_noon("2021-03-04"), UTC)
+    assert guide is not None and guide.tzinfo == UTC
+    assert collection_stats(settings, "dated", sizes=False)["version_dates"] == DATED_UPDATED
+
+
+def test_an_update_moves_only_the_date_of_the_version_it_changed(
+    dated, settings, isolated_env, model_dir, embedder
+):
+    changed = dated / "v2.0" / "guide.md"
+    changed.write_text("# Guide\n\nVersion 2.0 ships orders by drone.\n", encoding="utf-8")
+    os.utime(changed, (_noon("2024-05-06"), _noon("2024-05-06")))
+    # Touched without a change of content: the page keeps the date recorded for it.
+    touched = dated / "about.md"
+    os.utime(touched, (_noon("2024-12-24"), _noon("2024-12-24")))
+
+    summary = _build_dated(settings, dated, embedder, incremental=True)
+
+    assert summary.status == "published" and summary.documents_parsed == 1
+    assert _updated(isolated_env, model_dir, embedder) == {**DATED_UPDATED, "2.0": "2024-05-06"}
+
+
+def test_an_unchanged_update_keeps_every_date(dated, settings, isolated_env, model_dir, embedder):
+    before = _manifest(settings)
+    summary = _build_dated(settings, dated, embedder, incremental=True)
+    assert summary.status == "unchanged"
+    after = _manifest(settings)
+    assert after.version_dates == before.version_dates
+    assert {k: r.modified for k, r in after.documents.items()} == {
+        k: r.modified for k, r in before.documents.items()
+    }
+    assert _updated(isolated_env, model_dir, embedder) == DATED_UPDATED
+
+
+def _strip_dates(settings: ServerSettings) -> None:
+    """Rewrite the published manifest as a docgate from before per-version dates wrote it."""
+    generation = gens.current_generation(settings.collections_dir, "dated")
+    assert generation is not None
+    path = gens.generation_dir(settings.collections_dir, "dated", generation) / "manifest.json"
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    del raw["version_dates"]
+    for record in raw["documents"].values():
+        del record["modified"]
+    path.write_text(json.dumps(raw), encoding="utf-8")
+
+
+def test_a_manifest_without_dates_loads_shows_null_and_an_update_fills_them_in(
+    dated, settings, isolated_env, model_dir, embedder
+):
+    _strip_dates(settings)
+    assert _manifest(settings).version_dates == {}
+    assert _updated(isolated_env, model_dir, embedder) == dict.fromkeys(DATED_UPDATED)
+    assert set(collection_stats(settings, "dated", sizes=False)["version_dates"].values()) == {None}
+
+    # Nothing changed, but the dates the old manifest lacked are worth one publish (no re-embedding).
+    summary = _build_dated(settings, dated, embedder, incremental=True)
+
+    assert summary.status == "published" and summary.documents_parsed == 0 and summary.chunks_embedded == 0
+    assert _updated(isolated_env, model_dir, embedder) == DATED_UPDATED
+    assert _build_dated(settings, dated, embedder, incremental=True).status == "unchanged"
+
+
+def test_version_dates_take_each_labels_newest_document():
+    def record(when: str | None) -> gens.DocumentRecord:
+        return gens.DocumentRecord(content_hash="h", chunks=1, modified=when)
+
+    records = {
+        "a/1": record("2024-01-02T23:30:00-02:00"),  # 2024-01-03 in UTC
+        "a/2": record("2023-12-31T00:00:00Z"),
+        "b/1": record(None),
+        "c/1": record("2022-06-01T08:00:00"),  # written without a zone: UTC
+    }
+    dates = version_dates(records, lambda key: key.split("/")[0])
+    assert dates == {"a": date(2024, 1, 3), "c": date(2022, 6, 1)}
+    assert {v.label: v.updated for v in describe(["a", "b", "c"], "latest", dates)} == {
+        "a": "2024-01-03",
+        "b": None,
+        "c": "2022-06-01",
+    }

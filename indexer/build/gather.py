@@ -5,12 +5,20 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 
 import structlog
 
 from indexer import generations as gens
 from indexer.build.request import BuildRequest
-from indexer.build.reuse import kept_chunks, reusable_pages, validators_of, with_validators
+from indexer.build.reuse import (
+    kept_chunks,
+    page_modified,
+    reusable_pages,
+    validators_of,
+    with_modified,
+    with_validators,
+)
 from indexer.build.run import Gathered, Gatherer, Run
 from indexer.chunking import chunk_document
 from indexer.crawl import CrawlError, CrawlOptions, CrawlResult, Validators, crawl
@@ -38,7 +46,20 @@ def parse_and_chunk(run: Run, raw: RawDocument) -> tuple[Document, list[Chunk]] 
     return (document, chunks) if chunks else None
 
 
-def add_parsed(run: Run, raw: RawDocument, got: Gathered, validators: Validators | None = None) -> None:
+def modified_of(raw: RawDocument, read_at: datetime) -> datetime:
+    """When a document last changed: its file's mtime or its page's Last-Modified, else `read_at`.
+
+    Never the build time when the source knows better: a folder unpacked from a tarball keeps the
+    docs' own mtimes, so a version's date reflects its documentation, not when it was indexed.
+    """
+    if raw.mtime is None:
+        return read_at
+    return datetime.fromtimestamp(raw.mtime, UTC).replace(microsecond=0)
+
+
+def add_parsed(
+    run: Run, raw: RawDocument, got: Gathered, read_at: datetime, validators: Validators | None = None
+) -> None:
     parsed = parse_and_chunk(run, raw)
     if parsed is None:
         got.skipped += 1
@@ -48,7 +69,11 @@ def add_parsed(run: Run, raw: RawDocument, got: Gathered, validators: Validators
     got.parsed += 1
     got.chunks.extend(chunks)
     record = gens.DocumentRecord(
-        content_hash=raw.content_hash, chunks=len(chunks), title=document.title, url=document.url
+        content_hash=raw.content_hash,
+        chunks=len(chunks),
+        title=document.title,
+        url=document.url,
+        modified=modified_of(raw, read_at),
     )
     got.records[raw.path] = with_validators(record, validators)
 
@@ -76,13 +101,15 @@ def gather_files(run: Run, raws: list[RawDocument], too_large: list[SkippedFile]
     got = Gathered()
     got.skipped_files.extend(too_large or [])
     got.skipped += len(too_large or [])
+    read_at = gens.now().replace(microsecond=0)
     for raw in raws:
         old = run.old_docs.get(raw.path)
         kept = kept_chunks(run, raw.path, old) if old and old.content_hash == raw.content_hash else None
         if old is not None and kept is not None:
-            got.keep(raw.path, old, kept)
+            # Same content: the recorded date stands even when the file was only touched.
+            got.keep(raw.path, with_modified(old, modified_of(raw, read_at)), kept)
         else:
-            add_parsed(run, raw, got)
+            add_parsed(run, raw, got, read_at)
         run.progress.advance()
     if not got.records:
         raise SourceError(
@@ -106,17 +133,21 @@ def gather_site(run: Run, options: CrawlOptions) -> Gathered:
     reusable = reusable_pages(run)
     run.progress.stage("crawling site", None)
     result = run_crawl(options, {key: validators_of(record) for key, (record, _) in reusable.items()})
+    # A page without Last-Modified is dated by its fetch: at the latest, when the crawl ended.
+    fetched_at = gens.now().replace(microsecond=0)
+    previous_build = run.previous.manifest.created_at if run.previous.manifest is not None else fetched_at
     run.progress.stage("parsing pages", len(result.unchanged) + len(result.documents))
     got = Gathered(crawl=result.report)
     for key in result.unchanged:
         if key in reusable:
             record, chunks = reusable[key]
-            got.keep(key, with_validators(record, result.validators.get(key)), chunks)
+            record = with_validators(record, result.validators.get(key))
+            got.keep(key, with_modified(record, page_modified(record, previous_build)), chunks)
         else:
             log.warning("crawl_kept_unknown_page", collection=run.name, path=key)
         run.progress.advance()
     for raw in result.documents:
-        add_parsed(run, raw, got, result.validators.get(raw.path))
+        add_parsed(run, raw, got, fetched_at, result.validators.get(raw.path))
         run.progress.advance()
     if not got.records:
         raise CrawlFailed(empty_crawl_message(options.start_url, result))

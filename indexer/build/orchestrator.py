@@ -70,4 +70,11 @@ def nothing_changed(run: Run, got: Gathered) -> bool:
         and not got.removed
         and not run.version_changed
         and set(got.records) == set(run.old_docs)
+        and not dates_learned(run, got)
     )
+
+
+def dates_learned(run: Run, got: Gathered) -> bool:
+    """True when a kept document gained the date an older manifest lacked: worth publishing once,
+    so the versions of an index built before dates were recorded get theirs on the next update."""
+    return any(run.old_docs[key].modified is None for key in got.records if key in run.old_docs)

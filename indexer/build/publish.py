@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date
 from typing import Literal
 
 import structlog
@@ -46,6 +47,7 @@ def publish(run: Run, got: Gathered) -> BuildSummary:
         version=run.request.version,
         version_from_path=run.request.version_from_path,
         versions=sorted({c.version for c in got.chunks}),
+        version_dates=version_dates(got.records, run.request.version_for),
         base_url=run.request.base_url,
         generation=generation,
         embedding_model=run.embedder.model_id,
@@ -74,6 +76,24 @@ def publish(run: Run, got: Gathered) -> BuildSummary:
     gens.publish(collections_dir, name, generation)
     gens.collect_garbage(collections_dir, name)
     return summary(run, got, "published", generation, embedded, reused_vectors, embed_seconds)
+
+
+def version_dates(
+    records: Mapping[str, gens.DocumentRecord], label_of: Callable[[str], str]
+) -> dict[str, date]:
+    """Per version label, the day (UTC) its most recently modified document last changed.
+
+    A label's date moves only when one of its own documents changes, so an update that edits one
+    version's pages leaves every other version's date alone.
+    """
+    newest: dict[str, date] = {}
+    for key, record in records.items():
+        if record.modified is None:
+            continue
+        label, day = label_of(key), record.modified.date()
+        if label not in newest or day > newest[label]:
+            newest[label] = day
+    return dict(sorted(newest.items()))
 
 
 def check_unique_ids(chunks: Sequence[Chunk]) -> None:

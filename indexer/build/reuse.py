@@ -6,13 +6,14 @@ generation (`Previous.compatible`), and only from the same kind of source (`reus
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import structlog
 
 from indexer import generations as gens
 from indexer.build.request import BuildRequest, chunking_fingerprint
-from indexer.crawl import Validators
+from indexer.crawl import Validators, parse_http_date
 from indexer.embedding import Embedder
 from indexer.errors import FormatMismatch
 from indexer.lexical import LexicalIndex
@@ -110,3 +111,19 @@ def with_validators(record: gens.DocumentRecord, validators: Validators | None) 
     return record.model_copy(
         update={"etag": validators.etag, "last_modified": validators.last_modified, "links": validators.links}
     )
+
+
+def with_modified(record: gens.DocumentRecord, modified: datetime) -> gens.DocumentRecord:
+    """A reused document keeps its recorded date: its content is unchanged, so its last change is too.
+
+    Only a record from a manifest written before dates were recorded takes `modified`.
+    """
+    if record.modified is not None:
+        return record
+    return record.model_copy(update={"modified": modified})
+
+
+def page_modified(record: gens.DocumentRecord, previous_build: datetime) -> datetime:
+    """The date for a reused page that has none: its Last-Modified, else when the previous
+    generation was built (the content it still has was fetched by then)."""
+    return parse_http_date(record.last_modified) or previous_build

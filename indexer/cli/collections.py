@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -48,7 +48,7 @@ def stats(
         return
     table = Table("field", "value")
     for key, value in row.items():
-        table.add_row(key, str(value))
+        table.add_row(key, _cell(value))
     Console().print(table)
 
 
@@ -73,3 +73,10 @@ def drop(name: NameArgument, config: ConfigOption = None) -> None:
     with indexer_command(config) as settings:
         gens.drop_collection(settings.collections_dir, name)
     stderr.print(f"{name}: dropped")
+
+
+def _cell(value: Any) -> str:
+    # A mapping (the per-version dates) reads as `label: value` lines rather than a Python dict.
+    if isinstance(value, dict):
+        return "\n".join(f"{key}: {item if item is not None else '-'}" for key, item in value.items())
+    return str(value)

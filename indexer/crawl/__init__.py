@@ -92,7 +92,7 @@ from indexer.crawl.models import (
     PageStatus,
     Validators,
 )
-from indexer.crawl.pacing import parse_retry_after
+from indexer.crawl.pacing import parse_http_date, parse_retry_after
 from indexer.crawl.urls import Scope, normalise_url
 
 __all__ = [
@@ -114,6 +114,7 @@ __all__ = [
     "crawl",
     "is_public_address",
     "normalise_url",
+    "parse_http_date",
     "parse_retry_after",
     "system_resolve",
 ]

@@ -8,7 +8,6 @@ exclude patterns, and content unchanged since the former crawl.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import time
 from urllib.parse import urlsplit
 
@@ -36,6 +35,7 @@ from indexer.crawl.models import (
     Validators,
 )
 from indexer.crawl.outcomes import Outcomes, Visit
+from indexer.crawl.pacing import parse_http_date
 from indexer.crawl.robots import Robots
 from indexer.crawl.urls import Scope, matches, normalise_url, origin_of
 from indexer.models import RawDocument
@@ -300,10 +300,5 @@ class _Crawler:
 
 
 def _mtime(reply: Reply) -> float | None:
-    value = reply.headers.get("last-modified")
-    if not value:
-        return None
-    try:
-        return email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return None
+    when = parse_http_date(reply.headers.get("last-modified"))
+    return when.timestamp() if when is not None else None

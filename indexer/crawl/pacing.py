@@ -1,4 +1,4 @@
-"""Pacing and retries: the shared request pacer, Retry-After parsing and backoff."""
+"""Pacing and retries: the shared request pacer, HTTP-date and Retry-After parsing, and backoff."""
 
 from __future__ import annotations
 
@@ -45,13 +45,22 @@ def parse_retry_after(value: str | None, cap: float) -> float | None:
     value = value.strip()
     if value.isdigit():
         return min(float(value), cap)
+    when = parse_http_date(value)
+    if when is None:
+        return None
+    return min(max((when - datetime.now(UTC)).total_seconds(), 0.0), cap)
+
+
+def parse_http_date(value: str | None) -> datetime | None:
+    """An HTTP date (`Last-Modified`, `Retry-After`) as an aware UTC datetime; None if absent or malformed."""
+    if not value:
+        return None
     try:
-        when = email.utils.parsedate_to_datetime(value)
+        when = email.utils.parsedate_to_datetime(value.strip())
     except (TypeError, ValueError, IndexError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return min(max((when - datetime.now(UTC)).total_seconds(), 0.0), cap)
+    # `-0000` (and obsolete zone names) parse as naive: HTTP dates are GMT by definition.
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def backoff(options: CrawlOptions, attempt: int) -> float:

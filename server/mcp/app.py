@@ -60,7 +60,8 @@ exceeds `max_tokens` (farthest neighbours are dropped first, then the text is sh
 LIST_DESCRIPTION = """List the documentation collections you can search: name, version labels, size and when
 each was indexed. Use the names for `search(collections=...)` and the versions for `search(version=...)`.
 `version_details` gives each label newest first with its kind (release, prerelease, unversioned), its date
-for date labels, which one is `latest`, and which ones a search without `version` reads (`default`)."""
+for date labels, `updated` (the day its newest page was modified), which one is `latest`, and which ones a
+search without `version` reads (`default`)."""
 
 READ_PAGE_DESCRIPTION = """Read a whole documentation page in reading order: headings, prose and code blocks
 intact, with its table of contents (`toc`).

@@ -99,7 +99,8 @@ class CollectionInfo(BaseModel):
     )
     version_details: list[VersionInfo] = Field(
         default_factory=list,
-        description="Each label newest first: kind (release/prerelease/unversioned), date, latest, default.",
+        description="Each label newest first: kind (release/prerelease/unversioned), date (named by a date "
+        "label), updated (when its newest page was modified), latest, default.",
     )
     base_url: str | None = Field(default=None, description="Where the pages live on the web, when known.")
     documents: int

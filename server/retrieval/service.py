@@ -115,7 +115,9 @@ class DocService:
                     versions=snap.versions,
                     latest=versions.newest_release(snap.versions),
                     default_version=self.settings.default_version(name),
-                    version_details=versions.describe(snap.versions, self.settings.default_version(name)),
+                    version_details=versions.describe(
+                        snap.versions, self.settings.default_version(name), snap.manifest.version_dates
+                    ),
                     base_url=snap.manifest.base_url or _site_root(snap),
                     documents=snap.manifest.document_count,
                     chunks=snap.manifest.chunk_count,

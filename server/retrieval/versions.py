@@ -60,7 +60,14 @@ class VersionInfo(BaseModel):
         description="release, prerelease (never latest) or unversioned (always included)."
     )
     date: str | None = Field(
-        default=None, description="The date the label names (YYYY-MM-DD), for date labels."
+        default=None,
+        description="The date the label itself names (YYYY-MM-DD, or YYYY-MM), for date labels only.",
+    )
+    updated: str | None = Field(
+        default=None,
+        description="The day (YYYY-MM-DD, UTC) the newest page of this version was modified: its file's "
+        "mtime, or a crawled page's Last-Modified (else its fetch); null for indexes built before dates "
+        "were recorded.",
     )
     latest: bool = Field(description="True for the newest release label.")
     default: bool = Field(description="True when searches without `version` read this label.")
@@ -192,8 +199,14 @@ def resolve_scope(
     return out
 
 
-def describe(labels: Sequence[str], default: str) -> list[VersionInfo]:
-    """Every label of a collection, newest first, with its kind, date and latest/default marks."""
+def describe(
+    labels: Sequence[str], default: str, updated: Mapping[str, date] | None = None
+) -> list[VersionInfo]:
+    """Every label of a collection, newest first, with its kind, dates and latest/default marks.
+
+    `updated` maps a label to the day its newest document changed (the manifest's `version_dates`).
+    """
+    updated = updated or {}
     newest = newest_release(labels)
     defaults = set(resolve(default, labels))
     out = []
@@ -204,6 +217,7 @@ def describe(labels: Sequence[str], default: str) -> list[VersionInfo]:
                 label=label,
                 kind=parsed.kind,
                 date=parsed.date,
+                updated=updated[label].isoformat() if label in updated else None,
                 latest=label == newest,
                 default=label in defaults,
             )
