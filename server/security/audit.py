@@ -78,7 +78,8 @@ def args_digest(arguments: Mapping[str, Any]) -> str:
 
     Total over anything a client can send: JSON parsers accept `NaN`, `Infinity` and `1e999` (inf),
     which strict JSON cannot write, so non-finite floats are hashed as their names ("nan", "inf",
-    "-inf") and anything else unserialisable as its repr; the call is still audited, never failed."""
+    "-inf"), strings UTF-8 cannot hold escaped, and anything else unserialisable as its repr; the
+    call is still audited, never failed."""
 
     def finite(value: Any) -> Any:
         if isinstance(value, float) and not math.isfinite(value):
@@ -91,7 +92,12 @@ def args_digest(arguments: Mapping[str, Any]) -> str:
             return value
         return repr(value)
 
-    return hashlib.sha256(canonical_json(finite(dict(arguments)))).hexdigest()
+    value = finite(dict(arguments))
+    try:
+        encoded = canonical_json(value)
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800") is valid JSON but not UTF-8: escape it
+        encoded = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    return hashlib.sha256(encoded).hexdigest()
 
 
 class AuditEvent(BaseModel):

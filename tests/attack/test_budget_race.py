@@ -309,6 +309,9 @@ def test_argument_digest_is_total_over_non_finite_numbers() -> None:
     assert len(digests) == 4 and all(len(d) == 64 for d in digests)
     assert args_digest({"k": 3, "query": "q"}) == args_digest({"query": "q", "k": 3})
     assert args_digest({"max_tokens": inf}) != args_digest({"max_tokens": 1e308})
+    # A lone surrogate parses from JSON ("\\ud800") but has no UTF-8 form: it is hashed escaped.
+    assert len(args_digest({"query": "\ud800"})) == 64
+    assert args_digest({"query": "\ud800"}) != args_digest({"query": "\udfff"})
 
 
 def _gateway(site: dict[str, Any], model_dir: Path, embedder: Embedder) -> tuple[Gateway, TokenBudget]:
