@@ -37,6 +37,7 @@ from tests.mcp_harness import INITIALIZE, JSON_RPC_HEADERS, free_port, http_sess
 
 BUDGET = 3000
 MAX_TOKENS = 600
+TOOLS = {"search", "fetch_chunk", "list_collections", "read_page", "grounded_answer"}
 QUERIES = [
     "themes and templates",
     "cache settings",
@@ -91,12 +92,15 @@ def kill_9(process: subprocess.Popen[bytes]) -> None:
 
 
 def charged(*audits: Path, tenant: str) -> list[int]:
-    """Tokens each successful call of `tenant` was charged, as the audit logs record them."""
+    """Tokens each successful tool call of `tenant` was charged, as the audit logs record them (the
+    session's other requests, initialize and the like, have records too, of no tokens)."""
     records = [
         json.loads(line) for audit in audits if audit.exists() for line in audit.read_text().splitlines()
     ]
     return [
-        r["tokens_in"] + r["tokens_out"] for r in records if r["tenant"] == tenant and r["outcome"] == "ok"
+        r["tokens_in"] + r["tokens_out"]
+        for r in records
+        if r["tenant"] == tenant and r["outcome"] == "ok" and r["tool"] in TOOLS
     ]
 
 
@@ -328,7 +332,7 @@ def _gateway(site: dict[str, Any], model_dir: Path, embedder: Embedder) -> tuple
     return gateway, budget
 
 
-def test_a_failed_or_cancelled_call_gives_its_hold_back(
+def test_a_failed_or_cancelled_call_gives_its_hold_back_and_is_audited(
     site: dict[str, Any], model_dir: Path, embedder: Embedder
 ) -> None:
     gateway, budget = _gateway(site, model_dir, embedder)
@@ -360,3 +364,9 @@ def test_a_failed_or_cancelled_call_gives_its_hold_back(
         assert budget.used("thrifty") == gateway.service.tokens(listing) > 0
 
     anyio.run(body)
+    records = [json.loads(line) for line in (site["tmp"] / "audit.jsonl").read_text().splitlines()]
+    assert [(r["tool"], r["outcome"], r["error_code"]) for r in records] == [
+        ("search", "error", "cancelled"),
+        ("search", "error", "index_unavailable"),
+        ("list_collections", "ok", None),
+    ]
