@@ -388,6 +388,13 @@ class AuditSettings(Section):
     sink_url: str | None = Field(
         default=None, description="HTTP endpoint that receives every checkpoint as JSON (POST)."
     )
+    unauthenticated_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        description="Requests without a valid key from one address within this window are written as "
+        "one record with a count (the first of them at once).",
+    )
 
 
 class AnswerSettings(Section):

@@ -1,6 +1,8 @@
 """Thin MCP tool handlers: validate → identify → limit → call the core → audit → shape.
 
-Every call, allowed or not, leaves exactly one audit record and one trace event. Anticipated
+Every call, allowed, refused, failed or cancelled, leaves exactly one audit record and one trace
+event; over HTTP the gateway claims the request's record from the edge when the call starts
+(`server.mcp.request_audit`), so the edge does not write a second one. Anticipated
 failures become MCP tool errors with an actionable message; anything else is logged with its
 traceback and reaches the client only as "internal error" plus a request id.
 """
@@ -14,6 +16,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+import anyio
 import anyio.to_thread
 import structlog
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -24,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from indexer.errors import IndexerError
 from server.errors import BudgetExhausted, LimitsUnavailable, RateLimited, ServiceError
+from server.mcp.request_audit import claim_for_gateway, client_address
 from server.observability import otel
 from server.retrieval.service import Access, DocService
 from server.security.audit import AuditEvent, AuditLog, args_digest
@@ -37,6 +41,7 @@ log = structlog.get_logger()
 T = TypeVar("T", bound=BaseModel)
 UNKNOWN_TOOL = "unknown"  # what the audit log and traces record for a name no tool has
 INVALID_PARAMS = -32602  # JSON-RPC
+ABANDONED = "the request ended before this call started; nothing was run"
 
 # Set per tools/call by `AuditEveryCall`; the gateway marks it once it wrote the call's record.
 _audit_marker: ContextVar[dict[str, bool] | None] = ContextVar("docgate_audit_marker", default=None)
@@ -137,6 +142,8 @@ class Gateway:
         and tool: they are bound as structlog context variables for the call's duration."""
         request_id = uuid.uuid4().hex
         principal = self.principal()
+        if not claim_for_gateway():  # the edge recorded the request already: its client left
+            raise ToolError(ABANDONED)
         with structlog.contextvars.bound_contextvars(trace_id=request_id, tenant=principal.tenant, tool=tool):
             return await self._call(request_id, principal, tool, arguments, core, admission=admission)
 
@@ -159,6 +166,7 @@ class Gateway:
             "transport": principal.transport,
             "tool": tool,
             "args_sha256": args_digest(arguments),
+            "client": client_address(),
         }
         tenant: Any = None
         hold: int | None = None  # the budget reservation until it is settled or released
@@ -201,6 +209,14 @@ class Gateway:
                 event, record, started, decision="allow", reason=None, outcome="error", error_code="internal"
             )
             raise ToolError(f"internal error while running {tool}; request id {request_id}") from error
+        except anyio.get_cancelled_exc_class():
+            # The client cancelled the call, closed its session, or the server is stopping: the
+            # call returns nothing, and is still audited.
+            await self._audit(
+                event, record, started, decision="allow", reason=None, outcome="error", error_code="cancelled"
+            )
+            _trace(log, event, outcome="error", error_code="cancelled", latency_ms=_ms(started))
+            raise
         finally:
             if hold is not None:  # the call failed or was cancelled: it returned nothing
                 await self._release(tenant, hold)
@@ -277,46 +293,50 @@ class Gateway:
         error_code: str | None,
         tokens_out: int = 0,
     ) -> None:
-        marker = _audit_marker.get()
-        if marker is not None:
-            marker["audited"] = True
-        await self.audit.append(
-            AuditEvent(
-                **event,
-                decision=decision,
-                reason=reason,
-                chunk_ids=record.chunk_ids,
-                generations=record.generations,
-                latency_ms=_ms(started),
-                tokens_in=record.tokens_in,
-                tokens_out=tokens_out,
-                outcome=outcome,
-                error_code=error_code,
+        _mark_audited()
+        # Shielded: once a call has a result (or an error) its record is written, even when the
+        # call is being cancelled meanwhile (the write would otherwise be skipped, not just cut).
+        with anyio.CancelScope(shield=True):
+            await self.audit.append(
+                AuditEvent(
+                    **event,
+                    decision=decision,
+                    reason=reason,
+                    chunk_ids=record.chunk_ids,
+                    generations=record.generations,
+                    latency_ms=_ms(started),
+                    tokens_in=record.tokens_in,
+                    tokens_out=tokens_out,
+                    outcome=outcome,
+                    error_code=error_code,
+                )
             )
-        )
 
     async def audit_rejected_call(self, params: Any, error_code: str) -> None:
         """A tools/call refused before our handler ran (unknown tool, arguments off-schema)."""
         principal = self.principal()
         params = params if isinstance(params, dict) else {}
-        tool = await self.known_tool(params.get("name"))
         arguments = params.get("arguments")
-        await self.audit.append(
-            AuditEvent(
-                request_id=uuid.uuid4().hex,
-                tenant=principal.tenant,
-                key_id=principal.key_id,
-                transport=principal.transport,
-                tool=tool,
-                args_sha256=args_digest(
-                    arguments if isinstance(arguments, dict) else {"raw": repr(arguments)[:10_000]}
-                ),
-                decision="allow",
-                reason=None,
-                outcome="error",
-                error_code=error_code,
+        _mark_audited()
+        with anyio.CancelScope(shield=True):  # as in `_audit`
+            tool = await self.known_tool(params.get("name"))
+            await self.audit.append(
+                AuditEvent(
+                    request_id=uuid.uuid4().hex,
+                    tenant=principal.tenant,
+                    key_id=principal.key_id,
+                    transport=principal.transport,
+                    tool=tool,
+                    args_sha256=args_digest(
+                        arguments if isinstance(arguments, dict) else {"raw": repr(arguments)[:10_000]}
+                    ),
+                    decision="allow",
+                    reason=None,
+                    outcome="error",
+                    error_code=error_code,
+                    client=client_address(),
+                )
             )
-        )
         log.info("tool_call", outcome="error", error_code=error_code, tenant=principal.tenant, tool=tool)
 
 
@@ -330,15 +350,21 @@ class AuditEveryCall:
     async def __call__(self, ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
         if ctx.method != "tools/call":
             return await call_next(ctx)
-        refusal = await self._refusal(ctx.params)
-        if refusal is not None:
-            code, message = refusal
-            await self.gateway.audit_rejected_call(ctx.params, code)
-            return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+        if not claim_for_gateway():  # the edge recorded the request already: its client left
+            return CallToolResult(content=[TextContent(type="text", text=ABANDONED)], is_error=True)
         marker = {"audited": False}
         token = _audit_marker.set(marker)
         try:
+            refusal = await self._refusal(ctx.params)
+            if refusal is not None:
+                code, message = refusal
+                await self.gateway.audit_rejected_call(ctx.params, code)
+                return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
             result = await call_next(ctx)
+        except anyio.get_cancelled_exc_class():
+            if not marker["audited"]:  # cancelled before a record was under way
+                await self.gateway.audit_rejected_call(ctx.params, "cancelled")
+            raise
         except Exception as error:
             if not marker["audited"]:
                 await self.gateway.audit_rejected_call(ctx.params, "invalid_request")
@@ -368,6 +394,13 @@ class AuditEveryCall:
         except InvalidArgument as error:
             return "invalid_argument", str(error)
         return None
+
+
+def _mark_audited() -> None:
+    """Tell `AuditEveryCall` this call's record is written (or being written): it adds none."""
+    marker = _audit_marker.get()
+    if marker is not None:
+        marker["audited"] = True
 
 
 def _trace(logger: Any, event: dict[str, Any], **fields: Any) -> None:

@@ -1,11 +1,12 @@
-"""Streamable HTTP serving: bearer auth, Host/Origin checks, HTTP 429 rate limits, audited denials.
+"""Streamable HTTP serving: bearer auth, Host/Origin checks, HTTP 429 rate limits, every request audited.
 
 Layers, outermost first:
 1. `EdgeGuard` (ASGI): on the MCP path, checks Host (421) and Origin (403) by exact comparison
    of the parsed host and port, identifies the caller from the bearer key once (off the event
    loop where it is slow, throttled per address and key id: 429), answers an over-limit tenant
-   with HTTP 429 + Retry-After before any MCP work (GET streams count too), and writes one audit
-   record for every request that is refused (401, 403, 421, 429).
+   with HTTP 429 + Retry-After before any MCP work (GET streams count too). It writes the audit
+   record of every request that no tool call recorded (`server.mcp.edge_audit`), refused or not:
+   once, before its answer ends, or in a `finally` when the client left or something failed.
 2. The SDK's Starlette app: `TokenVerifier` + `RequireAuthMiddleware` (401 + WWW-Authenticate),
    its own DNS-rebinding protection, the streamable HTTP transport.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import uuid
 from contextvars import ContextVar
 from typing import Any
 
@@ -26,10 +26,13 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.mcp.app import create_mcp_server
+from server.mcp.edge_audit import MAX_BODY, Exchange
 from server.mcp.origins import HostPolicy
+from server.mcp.request_audit import RequestAudit, current_request
 from server.mcp.sessions import SessionBook
 from server.runtime import Runtime
-from server.security.audit import AuditEvent, args_digest
+from server.security.audit import AuditError
+from server.security.audit_tally import RepeatTally
 from server.security.registry import Principal, TenantRegistry
 from server.security.tenants import UnknownTenant
 
@@ -80,7 +83,7 @@ def _response_header(message: Message, name: bytes) -> str | None:
 
 def _client_address(scope: Scope) -> str:
     client = scope.get("client")
-    return str(client[0]) if client else "-"
+    return str(client[0])[:64] if client else "-"
 
 
 class EdgeGuard:
@@ -92,16 +95,74 @@ class EdgeGuard:
         self._tarpitted = 0
         serve = runtime.settings.serve
         self.sessions = SessionBook(serve.max_sessions_per_tenant, serve.session_idle_timeout_s)
+        self.tally = RepeatTally(runtime.audit, runtime.settings.audit.unauthenticated_interval_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path", "").rstrip("/") != self.path.rstrip("/"):
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        on_path = scope.get("path", "").rstrip("/") == self.path.rstrip("/")
+        exchange = Exchange(
+            method=str(scope.get("method", "")),
+            path=str(scope.get("path", "")),
+            client=_client_address(scope),
+            on_mcp_path=on_path,
+        )
+        request = RequestAudit(client=exchange.client)
+        token = current_request.set(request)
+        held: Message | None = None  # the start of an answer of known length, until its body
+        started = False  # whether anything went out yet
+
+        async def sending(message: Message) -> None:
+            nonlocal held, started
+            exchange.saw(message)
+            if message["type"] == "http.response.start" and _response_header(message, b"content-length"):
+                # A client has an answer of known length once it has all of it (a 202's, once it
+                # has the headers): they leave with the body, after the record is written.
+                held = message
+                return
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                # Written before the answer ends: a client that has its answer finds it audited.
+                await self._record(exchange, request)
+            started = True
+            if held is not None:
+                start, held = held, None
+                await send(start)
+            await send(message)
+
+        try:
+            if on_path:
+                await self._serve(exchange, scope, exchange.receiving(receive), sending)
+            else:
+                await self.app(scope, exchange.receiving(receive), sending)
+        except Exception:
+            exchange.failure = "internal"
+            log.exception("http_request_failed", status=exchange.status)
+            if not started:  # the client gets our line, never a library's error page
+                held = None
+                await _respond(
+                    sending,
+                    500,
+                    b'{"error":"internal","message":"internal error; it was logged"}',
+                    [(b"content-type", b"application/json")],
+                )
+        except anyio.get_cancelled_exc_class():
+            exchange.failure = "cancelled"
+            raise
+        finally:
+            current_request.reset(token)
+            await self._record(exchange, request)  # the client left, or the request failed
+
+    async def _serve(self, exchange: Exchange, scope: Scope, receive: Receive, send: Send) -> None:
+        """The MCP path: Host/Origin, key, throttles, limits and session ownership, then the SDK."""
         if self.hosts is not None:
             refusal = self.hosts.refusal(_header(scope, b"host"), _header(scope, b"origin"))
             if refusal is not None:
                 code, reason = refusal
-                await self._deny(scope, "-", None, "host_or_origin_rejected", code)
+                exchange.denial = "host_or_origin_rejected"
                 await _respond(
                     send,
                     code,
@@ -114,10 +175,10 @@ class EdgeGuard:
         authorization = _header(scope, b"authorization") or ""
         if not registry.single_user:
             bearer = authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
-            result = await registry.authenticate_async(bearer, _client_address(scope)) if bearer else None
+            result = await registry.authenticate_async(bearer, exchange.client) if bearer else None
             if result is not None and result.retry_after_s is not None:
                 await self._tarpit(result.retry_after_s)
-                await self._deny(scope, "-", None, "auth_throttled", 429)
+                exchange.denial = "auth_throttled"
                 await _respond(
                     send,
                     429,
@@ -134,6 +195,7 @@ class EdgeGuard:
                 tenant_name, key_id = principal.tenant, principal.key_id
             else:
                 tenant_name = "-"
+        exchange.tenant, exchange.key_id = tenant_name, key_id
         # Every method counts: a GET opens a long-lived stream, which costs as much as a call.
         if tenant_name != "-":
             try:
@@ -143,7 +205,7 @@ class EdgeGuard:
             if tenant is not None:
                 decision = self.runtime.limiter.check(tenant)
                 if not decision.allowed:
-                    await self._deny(scope, tenant_name, key_id, "rate_limited", 429)
+                    exchange.denial = "rate_limited"
                     retry = str(max(1, math.ceil(decision.retry_after_s)))
                     await _respond(
                         send,
@@ -157,33 +219,63 @@ class EdgeGuard:
         session_refusal = self._session_refusal(tenant_name, session_id)
         if session_refusal is not None:
             code, reason, body = session_refusal
-            await self._deny(scope, tenant_name, key_id, reason, code)
+            exchange.denial = reason
             await _respond(send, code, body, [(b"content-type", b"application/json")])
             return
 
-        status: dict[str, int] = {}
-
         async def watch(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status["code"] = int(message["status"])
                 opened = _response_header(message, b"mcp-session-id")
                 if opened is not None and session_id is None and tenant_name != "-":
                     self.sessions.opened(opened, tenant_name)
             await send(message)
 
+        if tenant_name != "-" and scope.get("method") == "POST":
+            read_ahead = await _read_ahead(receive, MAX_BODY)
+            if read_ahead is None:
+                return  # the client left before its body arrived: recorded as such, nothing to run
+            receive = read_ahead
         await self.app(scope, receive, watch)
-        code = status.get("code", 0)
+        code = exchange.status or 0
         if session_id is not None and scope.get("method") == "DELETE" and 200 <= code < 300:
             self.sessions.closed(session_id)
-        if code in (401, 403, 421) or (code == 400 and tenant_name == "-"):
-            reason = (
-                "unauthenticated"
-                if code == 401
-                else "host_or_origin_rejected"
-                if code in (403, 421)
-                else "bad_request"
-            )
-            await self._deny(scope, tenant_name, key_id, reason, code)
+
+    async def _record(self, exchange: Exchange, request: RequestAudit) -> None:
+        """The request's one audit record, unless the gateway wrote it (a tool call) or it is
+        already written. Repeats without a valid key are folded per address (`RepeatTally`)."""
+        if exchange.recorded or not request.claim("edge"):
+            return
+        exchange.recorded = True
+        event = exchange.event()
+        kind = exchange.tally_kind()
+        # Shielded: a request being cancelled (its client left) still leaves its record.
+        with anyio.CancelScope(shield=True):
+            if kind is not None:
+                await self.tally.add(kind, event)
+            else:
+                try:
+                    await self.runtime.audit.append(event)
+                except (AuditError, OSError) as error:  # answered already: say so loudly instead
+                    log.error("audit_write_failed", error=str(error), tool=event.tool)
+        if event.decision == "deny":
+            log.info("http_denied", tenant=event.tenant, reason=event.reason, status=exchange.status)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app's lifespan, plus the tally: its ended intervals are written as they end, and what
+        it still counts at shutdown is written before the runtime signs its last checkpoint."""
+
+        async def receiving() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                await self.tally.flush(everything=True)
+            return message
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(self.tally.run)
+            try:
+                await self.app(scope, receiving, send)
+            finally:
+                group.cancel_scope.cancel()
 
     def _session_refusal(self, tenant: str, session_id: str | None) -> tuple[int, str, bytes] | None:
         """Refuse a new session over the tenant's bound, and any use of another tenant's session
@@ -217,22 +309,30 @@ class EdgeGuard:
         finally:
             self._tarpitted -= 1
 
-    async def _deny(self, scope: Scope, tenant: str, key_id: str | None, reason: str, code: int) -> None:
-        await self.runtime.audit.append(
-            AuditEvent(
-                request_id=uuid.uuid4().hex,
-                tenant=tenant,
-                key_id=key_id,
-                transport="http",
-                tool="http",
-                args_sha256=args_digest({"method": scope.get("method"), "path": scope.get("path")}),
-                decision="deny",
-                reason=reason,
-                outcome="denied",
-                error_code=f"http_{code}",
-            )
-        )
-        log.info("http_denied", tenant=tenant, reason=reason, status=code)
+
+async def _read_ahead(receive: Receive, limit: int) -> Receive | None:
+    """`receive` with the request body read in advance (up to `limit` + 1 bytes: the transport
+    answers 413 past `limit`), or None when the client disconnected before sending all of it.
+
+    Read here because the SDK's transport, handed a disconnect instead of a body, logs a traceback
+    and answers 500 to nobody: a client that hangs up early must cost one audit record, no more."""
+    chunks: list[bytes] = []
+    size, more = 0, True
+    while more and size <= limit:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        if message["type"] == "http.request":
+            chunk = bytes(message.get("body", b""))
+            chunks.append(chunk)
+            size += len(chunk)
+            more = bool(message.get("more_body", False))
+    pending: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": more}]
+
+    async def replaying() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replaying
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
@@ -276,7 +376,7 @@ def create_http_app(runtime: Runtime, host: str, port: int) -> Any:
             host, port, settings.serve.allowed_hosts, settings.serve.allowed_origins
         ),
         host=host,
-        max_request_body_size=256 * 1024,
+        max_request_body_size=MAX_BODY,
         session_idle_timeout=settings.serve.session_idle_timeout_s,
     )
     hosts = HostPolicy.for_server(host, port, settings.serve.allowed_hosts, settings.serve.allowed_origins)

@@ -1,6 +1,8 @@
 """Keyed, hash-chained, append-only JSONL audit log, anchored by signed checkpoints; its verifier.
 
-One line per tool call and per denied request. Each record carries `seq` (its 1-based line
+One line per request: every tool call, and every other request that reached the HTTP server
+(repeated unauthenticated ones from one address are folded into one record per interval, with a
+`count`; `server.security.audit_tally`). Each record carries `seq` (its 1-based line
 number), `prev_hash` (the previous record's `hash`; 64 zeros for the first) and `hash`, the
 HMAC-SHA-256 under the chain key (`server.security.audit_keys`, kept outside the log) of the
 record's canonical JSON without `hash`. Editing, removing, inserting or reordering lines breaks
@@ -76,7 +78,8 @@ def args_digest(arguments: Mapping[str, Any]) -> str:
 
     Total over anything a client can send: JSON parsers accept `NaN`, `Infinity` and `1e999` (inf),
     which strict JSON cannot write, so non-finite floats are hashed as their names ("nan", "inf",
-    "-inf") and anything else unserialisable as its repr; the call is still audited, never failed."""
+    "-inf"), strings UTF-8 cannot hold escaped, and anything else unserialisable as its repr; the
+    call is still audited, never failed."""
 
     def finite(value: Any) -> Any:
         if isinstance(value, float) and not math.isfinite(value):
@@ -89,7 +92,12 @@ def args_digest(arguments: Mapping[str, Any]) -> str:
             return value
         return repr(value)
 
-    return hashlib.sha256(canonical_json(finite(dict(arguments)))).hexdigest()
+    value = finite(dict(arguments))
+    try:
+        encoded = canonical_json(value)
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800") is valid JSON but not UTF-8: escape it
+        encoded = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    return hashlib.sha256(encoded).hexdigest()
 
 
 class AuditEvent(BaseModel):
@@ -113,6 +121,12 @@ class AuditEvent(BaseModel):
     tokens_out: int = Field(default=0, ge=0)
     outcome: Literal["ok", "error", "denied"]
     error_code: str | None = Field(default=None, pattern=r"^[a-z0-9_.-]{1,64}$")
+    # The peer address of an HTTP request (None over stdio); "*" for the addresses past the tally's
+    # bound. What an operator needs to block a source, and what refusals are aggregated by.
+    client: str | None = Field(default=None, max_length=64)
+    # How many requests this record stands for: above 1 only for repeated refusals of one address
+    # aggregated over an interval (the first of them has a record of its own).
+    count: int = Field(default=1, ge=1)
 
 
 class VerifyResult(BaseModel):

@@ -38,6 +38,7 @@ from tests.mcp_harness import INITIALIZE, JSON_RPC_HEADERS, free_port, http_sess
 
 BUDGET = 3000
 MAX_TOKENS = 600
+TOOLS = {"search", "fetch_chunk", "list_collections", "read_page", "grounded_answer"}
 QUERIES = [
     "themes and templates",
     "cache settings",
@@ -92,12 +93,15 @@ def kill_9(process: subprocess.Popen[bytes]) -> None:
 
 
 def charged(*audits: Path, tenant: str) -> list[int]:
-    """Tokens each successful call of `tenant` was charged, as the audit logs record them."""
+    """Tokens each successful tool call of `tenant` was charged, as the audit logs record them (the
+    session's other requests, initialize and the like, have records too, of no tokens)."""
     records = [
         json.loads(line) for audit in audits if audit.exists() for line in audit.read_text().splitlines()
     ]
     return [
-        r["tokens_in"] + r["tokens_out"] for r in records if r["tenant"] == tenant and r["outcome"] == "ok"
+        r["tokens_in"] + r["tokens_out"]
+        for r in records
+        if r["tenant"] == tenant and r["outcome"] == "ok" and r["tool"] in TOOLS
     ]
 
 
@@ -310,6 +314,9 @@ def test_argument_digest_is_total_over_non_finite_numbers() -> None:
     assert len(digests) == 4 and all(len(d) == 64 for d in digests)
     assert args_digest({"k": 3, "query": "q"}) == args_digest({"query": "q", "k": 3})
     assert args_digest({"max_tokens": inf}) != args_digest({"max_tokens": 1e308})
+    # A lone surrogate parses from JSON ("\\ud800") but has no UTF-8 form: it is hashed escaped.
+    assert len(args_digest({"query": "\ud800"})) == 64
+    assert args_digest({"query": "\ud800"}) != args_digest({"query": "\udfff"})
 
 
 def _gateway(site: dict[str, Any], model_dir: Path, embedder: Embedder) -> tuple[Gateway, TokenBudget]:
@@ -326,7 +333,7 @@ def _gateway(site: dict[str, Any], model_dir: Path, embedder: Embedder) -> tuple
     return gateway, budget
 
 
-def test_a_failed_or_cancelled_call_gives_its_hold_back(
+def test_a_failed_or_cancelled_call_gives_its_hold_back_and_is_audited(
     site: dict[str, Any], model_dir: Path, embedder: Embedder
 ) -> None:
     gateway, budget = _gateway(site, model_dir, embedder)
@@ -358,3 +365,9 @@ def test_a_failed_or_cancelled_call_gives_its_hold_back(
         assert budget.used("thrifty") == gateway.service.tokens(listing) > 0
 
     anyio.run(body)
+    records = [json.loads(line) for line in (site["tmp"] / "audit.jsonl").read_text().splitlines()]
+    assert [(r["tool"], r["outcome"], r["error_code"]) for r in records] == [
+        ("search", "error", "cancelled"),
+        ("search", "error", "index_unavailable"),
+        ("list_collections", "ok", None),
+    ]
