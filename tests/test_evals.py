@@ -549,10 +549,6 @@ def test_django_eval_holds_its_baseline(django_report: EvalReport):
 
 @pytest.mark.corpus
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="full pipeline MRR@10 0.729 against dense alone 0.730 on the Django set (measured on the current index)",
-)
 def test_django_hybrid_retrieval_beats_bm25_and_dense(django_report: EvalReport):
     _assert_hybrid_beats_single_retrievers(django_report)
 
@@ -604,20 +600,12 @@ def test_django_faq_derived_set_is_retrieved(
 
 @pytest.mark.corpus
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="answer rate 0.875 against the baseline's 0.917 since the one text core: one answerable question now abstains (measured; cause open)",
-)
 def test_mcp_spec_eval_holds_its_baseline(mcp_report: EvalReport):
     _assert_matches_baseline(mcp_report, "mcp-spec.json")
 
 
 @pytest.mark.corpus
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="full pipeline MRR@10 0.778 against dense alone 0.779 on the MCP set (measured on the current index)",
-)
 def test_mcp_spec_hybrid_retrieval_beats_bm25_and_dense(mcp_report: EvalReport):
     _assert_hybrid_beats_single_retrievers(mcp_report)
 
@@ -681,10 +669,6 @@ def test_git_full_pipeline_is_at_least_as_good_as_plain_methods(git_report: Eval
 
 @pytest.mark.corpus
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the MCP answer rate is 0.875, below the 0.9 this test requires of answerable questions",
-)
 def test_near_domain_questions_are_abstained_on_while_answerable_ones_are_answered(
     tmp_path_factory: pytest.TempPathFactory,
     django_data_dir: Path,
