@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tarfile
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from indexer import generations as gens
 from indexer.build import BuildRequest, build_collection
 from indexer.embedding import Embedder, assemble_offline_model, shared_embedder
 from indexer.settings import EmbeddingSettings
@@ -168,3 +170,15 @@ def shop_data_dir(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, emb
         base_url=BASE_URL,
     )
     return build_corpus(tmp_path_factory, model_dir, embedder, request)
+
+
+def strip_manifest_dates(settings: ServerSettings, collection: str) -> None:
+    """Rewrite the published manifest of `collection` as a docgate from before page dates wrote it."""
+    generation = gens.current_generation(settings.collections_dir, collection)
+    assert generation is not None
+    path = gens.generation_dir(settings.collections_dir, collection, generation) / "manifest.json"
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    del raw["version_dates"]
+    for record in raw["documents"].values():
+        del record["modified"]
+    path.write_text(json.dumps(raw), encoding="utf-8")

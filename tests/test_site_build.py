@@ -26,7 +26,7 @@ from indexer.embedding import Embedder
 from indexer.lexical import LexicalIndex
 from indexer.status import verify_collection
 from server.settings import ServerSettings
-from tests.conftest import DJANGO_TARBALL, needs_corpus
+from tests.conftest import DJANGO_TARBALL, needs_corpus, strip_manifest_dates
 from tests.test_crawl import DEFAULT_DOCS, FIXTURE_SITE, Site, _serve
 
 COLLECTION = "kettlebrook"
@@ -184,18 +184,6 @@ def _date_files(root: Path) -> None:
     os.utime(configuration, (EDITED.timestamp(), EDITED.timestamp()))
 
 
-def _forget_dates(settings: ServerSettings) -> None:
-    """Rewrite the published manifest as a docgate from before page dates wrote it."""
-    generation = gens.current_generation(settings.collections_dir, COLLECTION)
-    assert generation is not None
-    path = gens.generation_dir(settings.collections_dir, COLLECTION, generation) / "manifest.json"
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    del raw["version_dates"]
-    for record in raw["documents"].values():
-        del record["modified"]
-    path.write_text(json.dumps(raw), encoding="utf-8")
-
-
 def test_pages_are_dated_by_last_modified_and_keep_it_through_refreshes(
     settings: ServerSettings, site: Site, embedder: Embedder
 ) -> None:
@@ -210,7 +198,7 @@ def test_pages_are_dated_by_last_modified_and_keep_it_through_refreshes(
     assert published(settings)[0].version_dates == {"2.0": EDITED.date()}
 
     # An index from before page dates: a refresh dates its kept pages by their recorded Last-Modified.
-    _forget_dates(settings)
+    strip_manifest_dates(settings, COLLECTION)
     assert build_site(settings, site, embedder, incremental=True).status == "published"
     manifest, _ = published(settings)
     assert manifest.documents["guide/configuration.html"].modified == EDITED

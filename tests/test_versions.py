@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -22,7 +21,7 @@ from server.retrieval.service import Access, DocService
 from server.retrieval.versions import describe, parse_label, resolve, validate_version_spec
 from server.security.guards import InvalidArgument
 from server.settings import ServerSettings
-from tests.conftest import open_service, settings_for
+from tests.conftest import open_service, settings_for, strip_manifest_dates
 from tests.mcp_harness import call, run_session, session_factory
 from tests.versioned_fixture import MARKERS
 
@@ -292,22 +291,10 @@ def test_an_unchanged_update_keeps_every_date(dated, settings, isolated_env, mod
     assert _updated(isolated_env, model_dir, embedder) == DATED_UPDATED
 
 
-def _strip_dates(settings: ServerSettings) -> None:
-    """Rewrite the published manifest as a docgate from before per-version dates wrote it."""
-    generation = gens.current_generation(settings.collections_dir, "dated")
-    assert generation is not None
-    path = gens.generation_dir(settings.collections_dir, "dated", generation) / "manifest.json"
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    del raw["version_dates"]
-    for record in raw["documents"].values():
-        del record["modified"]
-    path.write_text(json.dumps(raw), encoding="utf-8")
-
-
 def test_a_manifest_without_dates_loads_shows_null_and_an_update_fills_them_in(
     dated, settings, isolated_env, model_dir, embedder
 ):
-    _strip_dates(settings)
+    strip_manifest_dates(settings, "dated")
     assert _manifest(settings).version_dates == {}
     assert _updated(isolated_env, model_dir, embedder) == dict.fromkeys(DATED_UPDATED)
     assert set(collection_stats(settings, "dated", sizes=False)["version_dates"].values()) == {None}
