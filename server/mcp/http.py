@@ -203,7 +203,9 @@ class EdgeGuard:
             except UnknownTenant:
                 tenant = None
             if tenant is not None:
-                decision = self.runtime.limiter.check(tenant)
+                # The bucket lives in SQLite, shared with other server processes: a write lock
+                # held elsewhere must not stall this event loop.
+                decision = await anyio.to_thread.run_sync(self.runtime.limiter.check, tenant)
                 if not decision.allowed:
                     exchange.denial = "rate_limited"
                     retry = str(max(1, math.ceil(decision.retry_after_s)))
