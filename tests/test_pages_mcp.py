@@ -87,7 +87,7 @@ def test_read_page_search_and_versions_over_both_transports(open_session):
             "max_tokens",
             "cursor",
         ]
-        assert "code_only" in tools["search"].input_schema["properties"]
+        assert tools["search"].input_schema["properties"]["kind"]["enum"] == ["any", "code"]
 
         listing = await call(session, "list_collections")
         shop = next(c for c in listing["collections"] if c["name"] == "shop")
@@ -104,7 +104,7 @@ def test_read_page_search_and_versions_over_both_transports(open_session):
         whole = await call(session, "read_page", source=top["url"].split("#")[0])
         assert "```python" in whole["text"] and whole["toc"][0]["anchor"] == "install"
 
-        code = await call(session, "search", query="checkout receipt", collections=["shop"], code_only=True)
+        code = await call(session, "search", query="checkout receipt", collections=["shop"], kind="code")
         assert code["hits"] and all(h["has_code"] for h in code["hits"])
         old = await call(session, "search", query="checkout coupons", version="1.x", collections=["shop"])
         assert {h["version"] for h in old["hits"]} <= {"1.0", "docs"}
@@ -124,6 +124,8 @@ def test_read_page_search_and_versions_over_both_transports(open_session):
             {"query": "checkout", "version": "9.9"},
             "available versions: lumen: 1.0; shop: 2.1rc1, 2.0",
         ),
+        ("search", {"query": "checkout", "kind": "snippets"}, "kind"),
+        ("search", {"query": "checkout", "kind": True}, "kind"),
     ],
 )
 def test_bad_page_and_version_input_is_a_tool_error(open_session, tool, arguments, expected):

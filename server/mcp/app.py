@@ -31,7 +31,7 @@ from server.runtime import Runtime
 from server.security import guards
 
 INSTRUCTIONS = """docgate serves documentation. Use `search` to find relevant passages (it returns short
-snippets with stable chunk IDs, source links and live `url`s; `code_only` finds code examples), then
+snippets with stable chunk IDs, source links and live `url`s; `kind="code"` finds code examples), then
 `fetch_chunk` to read a passage in full with its surrounding context, or `read_page` to read the whole
 page or one section of it. `list_collections` shows which documentation sets and versions exist; a
 search without `version` reads each collection's default (its latest release unless configured).
@@ -47,7 +47,7 @@ best passages: each hit has a `chunk_id`, page `title`, `heading_path`, `source`
 Narrow with `collections` (names from `list_collections`) and `version`: an exact label ("3.2"),
 "latest", or a range ("4.x", ">=5.0,<6"); without it each collection's default version is searched
 (its newest release plus unversioned pages, unless configured), and every hit names its `version`.
-`code_only` returns only passages that hold a code block (`has_code`, `code_languages`). The response
+`kind="code"` returns only passages that hold a code block (`has_code`, `code_languages`). The response
 never exceeds `max_tokens`; when more results exist, pass `next_cursor` back as `cursor` with the same
 other arguments to get the next page."""
 
@@ -151,9 +151,10 @@ def create_mcp_server(
         path_prefix: Annotated[
             str | None, Field(description="Only pages under this path, e.g. 'ref/models/'.")
         ] = None,
-        code_only: Annotated[
-            bool, Field(description="Only passages that hold a code block (code examples).")
-        ] = False,
+        kind: Annotated[
+            Literal["any", "code"],
+            Field(description="'code': only passages that hold a code block (code examples); default 'any'."),
+        ] = "any",
     ) -> SearchResult:
         # User text is redacted once, on arrival: the audit digest, the retrieval, its rewrites
         # and the trace all derive from the redacted text, so none can carry PII or a secret.
@@ -165,7 +166,7 @@ def create_mcp_server(
             "max_tokens": max_tokens,
             "cursor": cursor,
             "path_prefix": path_prefix,
-            "code_only": code_only,
+            "kind": kind,
         }
 
         def core(access: Access, record: CallRecord) -> SearchResult:
@@ -185,7 +186,7 @@ def create_mcp_server(
                     k=size,
                     max_tokens=budget,
                     cursor=cursor,
-                    code_only=code_only is True,
+                    code_only=kind == "code",
                 )
             except UnknownCollection:
                 record.denied_reason = service.denial_reason(access, collections=names)
