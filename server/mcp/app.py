@@ -21,7 +21,8 @@ from pydantic import Field
 from indexer import __version__
 from server.answering.pipeline import AnswerResult, SampledReply, SampleFn, validate_question
 from server.errors import UnknownChunk, UnknownCollection
-from server.mcp.gateway import AuditEveryCall, CallRecord, Gateway
+from server.mcp.call_guard import AuditEveryCall
+from server.mcp.gateway import CallRecord, Gateway
 from server.mcp.resources import PageReader, page_request, register_resources
 from server.retrieval.cursors import load_secret
 from server.retrieval.pages import PageResult

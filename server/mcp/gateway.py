@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -21,12 +20,11 @@ import anyio.to_thread
 import structlog
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.shared.exceptions import MCPError
-from mcp.types import CallToolResult, TextContent
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from indexer.errors import IndexerError
 from server.errors import BudgetExhausted, LimitsUnavailable, RateLimited, ServiceError
+from server.mcp.call_guard import ABANDONED, mark_audited
 from server.mcp.request_audit import claim_for_gateway, client_address
 from server.observability import otel
 from server.retrieval.service import Access, DocService
@@ -35,16 +33,10 @@ from server.security.guards import InvalidArgument
 from server.security.limits import RateLimiter, TokenBudget, reservation_tokens
 from server.security.registry import Principal, TenantRegistry
 from server.security.tenants import UnknownTenant
-from server.security.validation import check_arguments
 
 log = structlog.get_logger()
 T = TypeVar("T", bound=BaseModel)
 UNKNOWN_TOOL = "unknown"  # what the audit log and traces record for a name no tool has
-INVALID_PARAMS = -32602  # JSON-RPC
-ABANDONED = "the request ended before this call started; nothing was run"
-
-# Set per tools/call by `AuditEveryCall`; the gateway marks it once it wrote the call's record.
-_audit_marker: ContextVar[dict[str, bool] | None] = ContextVar("docgate_audit_marker", default=None)
 
 
 @dataclass
@@ -293,7 +285,7 @@ class Gateway:
         error_code: str | None,
         tokens_out: int = 0,
     ) -> None:
-        _mark_audited()
+        mark_audited()
         # Shielded: once a call has a result (or an error) its record is written, even when the
         # call is being cancelled meanwhile (the write would otherwise be skipped, not just cut).
         with anyio.CancelScope(shield=True):
@@ -317,7 +309,7 @@ class Gateway:
         principal = self.principal()
         params = params if isinstance(params, dict) else {}
         arguments = params.get("arguments")
-        _mark_audited()
+        mark_audited()
         with anyio.CancelScope(shield=True):  # as in `_audit`
             tool = await self.known_tool(params.get("name"))
             await self.audit.append(
@@ -338,69 +330,6 @@ class Gateway:
                 )
             )
         log.info("tool_call", outcome="error", error_code=error_code, tenant=principal.tenant, tool=tool)
-
-
-class AuditEveryCall:
-    """MCP middleware: checks tools/call arguments strictly against the tool's schema, and makes
-    sure a call that never reached a handler still leaves an audit record."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-
-    async def __call__(self, ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
-        if ctx.method != "tools/call":
-            return await call_next(ctx)
-        if not claim_for_gateway():  # the edge recorded the request already: its client left
-            return CallToolResult(content=[TextContent(type="text", text=ABANDONED)], is_error=True)
-        marker = {"audited": False}
-        token = _audit_marker.set(marker)
-        try:
-            refusal = await self._refusal(ctx.params)
-            if refusal is not None:
-                code, message = refusal
-                await self.gateway.audit_rejected_call(ctx.params, code)
-                return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
-            result = await call_next(ctx)
-        except anyio.get_cancelled_exc_class():
-            if not marker["audited"]:  # cancelled before a record was under way
-                await self.gateway.audit_rejected_call(ctx.params, "cancelled")
-            raise
-        except Exception as error:
-            if not marker["audited"]:
-                await self.gateway.audit_rejected_call(ctx.params, "invalid_request")
-            if isinstance(error, ValidationError):
-                # The SDK's report of a malformed request quotes the input: answer in one line instead.
-                raise MCPError(
-                    INVALID_PARAMS, "invalid tools/call request: expected a tool name and arguments"
-                ) from None
-            raise
-        finally:
-            _audit_marker.reset(token)
-        if not marker["audited"]:
-            await self.gateway.audit_rejected_call(ctx.params, "invalid_arguments")
-        return result
-
-    async def _refusal(self, params: Any) -> tuple[str, str] | None:
-        """(error code, one-line message) for a call to refuse before the SDK coerces anything."""
-        if not isinstance(params, dict) or not isinstance(params.get("name"), str):
-            return None  # malformed request: the SDK answers it (and we audit it above)
-        schemas = await self.gateway.tool_schemas()
-        schema = schemas.get(params["name"])
-        if schema is None:
-            return "unknown_tool", "unknown tool; tools/list shows the tools this server offers"
-        arguments = params.get("arguments")
-        try:
-            check_arguments(params["name"], schema, {} if arguments is None else arguments)
-        except InvalidArgument as error:
-            return "invalid_argument", str(error)
-        return None
-
-
-def _mark_audited() -> None:
-    """Tell `AuditEveryCall` this call's record is written (or being written): it adds none."""
-    marker = _audit_marker.get()
-    if marker is not None:
-        marker["audited"] = True
 
 
 def _trace(logger: Any, event: dict[str, Any], **fields: Any) -> None:
