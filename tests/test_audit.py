@@ -26,9 +26,9 @@ from server.security.audit import (
     AuditLogCorruptError,
     args_digest,
     canonical_json,
-    verify,
 )
 from server.security.audit_keys import AuditKeys
+from server.security.audit_verify import verify
 
 REPO = Path(__file__).resolve().parents[1]
 KEY_DIR = Path(tempfile.mkdtemp(prefix="docgate-audit-keys-"))

@@ -15,8 +15,8 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import PaginatedRequestParams, ResourceTemplateReference
 
 from server.mcp.resources import URI_TEMPLATE
-from server.security.audit import verify
 from server.security.audit_keys import VerifyKeys
+from server.security.audit_verify import verify
 from server.security.keys_file import add_key
 from tests.mcp_harness import (
     SessionFactory,

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from indexer.build import BuildRequest, build_collection
 from indexer.embedding import Embedder
-from server.security.audit import verify
 from server.security.audit_keys import VerifyKeys
+from server.security.audit_verify import verify
 from server.security.keys_file import add_key, revoke_key
 from server.security.limits import TokenBudget
 from server.security.usage_store import UsageStore

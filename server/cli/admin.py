@@ -13,8 +13,8 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from server.security.audit import verify
 from server.security.audit_keys import AuditKeyError, VerifyKeys
+from server.security.audit_verify import verify
 from server.security.keys import KeySecretError
 from server.security.keys_file import UnknownKey, add_key, list_keys, revoke_key
 from server.security.tenants import TenantsFileError, UnknownTenant

@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 
 from server.mcp.edge_audit import KNOWN_METHODS
-from server.security.audit import verify
 from server.security.audit_keys import VerifyKeys
+from server.security.audit_verify import verify
 from tests.attack.conftest import Deployment, deployed
 from tests.mcp_harness import INITIALIZE, JSON_RPC_HEADERS
 
