@@ -4,6 +4,10 @@ The recipe: write a temp file in the same directory (a rename is atomic only wit
 system), fsync it, rename it over the target, fsync the directory (so the rename itself survives a
 crash). Every file docgate replaces in place goes through `write_atomic`: manifests, CURRENT
 pointers, the keys file, the token-usage checkpoint.
+
+Files created once and never replaced (secrets and keys made on first start) go through
+`create_once`: written whole under a temp name, then hard-linked into place, which fails if the
+name exists. A process racing another never reads a created-but-empty file.
 """
 
 from __future__ import annotations
@@ -41,3 +45,26 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def create_once(path: Path, data: bytes, *, mode: int = 0o600) -> tuple[bytes, bool]:
+    """Create `path` holding `data` unless it exists; (what `path` holds, whether we created it).
+
+    When another process creates it first, its content is returned and ours is discarded.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)  # atomic create-if-absent, of a file already complete
+        except FileExistsError:
+            return path.read_bytes(), False
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    fsync_dir(path.parent)
+    return data, True

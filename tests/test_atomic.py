@@ -1,15 +1,20 @@
-"""`write_atomic`: readers see the old file or the new one; failures leave the old file and no debris."""
+"""`write_atomic`: readers see the old file or the new one; failures leave the old file and no debris.
+`create_once`: racing creators of a secret all read the one complete file."""
 
 from __future__ import annotations
 
 import json
+import secrets
 import stat
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from indexer.atomic import write_atomic
+from indexer.atomic import create_once, write_atomic
+from server.retrieval.cursors import load_secret
+from server.security.keys import load_or_create_secret
 
 
 def test_replaces_the_file_with_the_requested_mode(tmp_path: Path) -> None:
@@ -58,3 +63,49 @@ def test_concurrent_writers_never_tear_the_file(tmp_path: Path) -> None:
     assert errors == []
     assert target.read_bytes() in payloads
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
+
+
+@pytest.mark.parametrize(
+    "create",
+    [
+        lambda path: create_once(path, secrets.token_bytes(32))[0],
+        load_or_create_secret,  # the API keys' HMAC secret
+        load_secret,  # the cursor signing secret
+    ],
+    ids=["create_once", "key_secret", "cursor_secret"],
+)
+def test_racers_creating_a_secret_all_read_the_one_complete_file(
+    tmp_path: Path, create: Callable[[Path], bytes]
+) -> None:
+    # Created with O_EXCL and written after, a file is briefly empty: a racer reading it then got
+    # an empty secret. Linked into place whole, it is never seen incomplete.
+    for round_ in range(30):
+        target = tmp_path / f"secret-{round_}"
+        seen, errors = _race(create, target, racers=8)
+        assert not errors, errors
+        assert len(set(seen)) == 1 and len(seen) == 8 and seen[0]
+        assert oct(target.stat().st_mode & 0o777) == "0o600"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"secret-{i}" for i in range(30))
+
+
+def _race(
+    create: Callable[[Path], bytes], target: Path, *, racers: int
+) -> tuple[list[bytes], list[BaseException]]:
+    """`racers` threads released at once, each creating `target`: what each read, what each raised."""
+    seen: list[bytes] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(racers)
+
+    def race() -> None:
+        barrier.wait()
+        try:
+            seen.append(create(target))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=race) for _ in range(racers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return seen, errors

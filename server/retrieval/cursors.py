@@ -12,31 +12,20 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import secrets
 from pathlib import Path
 
+from indexer.atomic import create_once
 from server.errors import InvalidCursor
 
 CURSOR_MAX_CHARS = 512
 
 
 def load_secret(path: Path) -> bytes:
-    """The signing secret, created once (0600) on first use."""
+    """The signing secret, created once (0600) on first use; a racing process gets the same one."""
     if path.is_file():
         return path.read_bytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_bytes(32)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process created it first: use theirs
-        return path.read_bytes()
-    try:
-        os.write(fd, secret)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return secret
+    return create_once(path, secrets.token_bytes(32))[0]
 
 
 def digest(*parts: object) -> str:

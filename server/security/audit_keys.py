@@ -13,7 +13,6 @@ the log cannot change them (see docs/security.md).
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from indexer.atomic import create_once
 
 CHAIN_KEY_FILE = "chain.key"
 SIGNING_KEY_FILE = "signing.key"
@@ -49,17 +50,7 @@ def _read_hex(path: Path, size: int) -> bytes:
 
 def _create_hex(path: Path, value: bytes, mode: int) -> bool:
     """Write `value` as hex to a new file; False when the file already exists (kept as it is)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    except FileExistsError:
-        return False
-    try:
-        os.write(fd, value.hex().encode("ascii") + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return True
+    return create_once(path, value.hex().encode("ascii") + b"\n", mode=mode)[1]
 
 
 def public_key_id(public: Ed25519PublicKey) -> str:

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import secrets
 from pathlib import Path
+
+from indexer.atomic import create_once
 
 SECRET_BYTES = 32
 KEY_PREFIX = "dg_"
@@ -44,25 +45,15 @@ def key_secret_path(tenants_file: Path) -> Path:
 
 
 def load_or_create_secret(path: Path) -> bytes:
-    """Read the secret, creating it (0600, exclusively) when absent; raise KeySecretError otherwise."""
+    """Read the secret, creating it (0600, atomically) when absent; raise KeySecretError otherwise."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        data = b""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            data = path.read_bytes()  # another process created it first: use theirs
+            # Created whole or not at all: a process racing this one reads the finished file.
+            data = create_once(path, secrets.token_hex(SECRET_BYTES).encode("ascii") + b"\n")[0]
         except OSError as exc:
             raise KeySecretError(f"cannot create key secret {path}: {exc}") from exc
-        else:
-            data = secrets.token_hex(SECRET_BYTES).encode("ascii")
-            try:
-                os.write(fd, data + b"\n")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
     except OSError as exc:
         raise KeySecretError(f"cannot read key secret {path}: {exc}") from exc
     text = data.strip()
