@@ -15,6 +15,7 @@ from indexer.settings import ChunkingSettings
 from server.errors import InvalidCursor, UnknownPage
 from server.mcp.gateway import CallRecord
 from server.mcp.resources import PageReader, page_request
+from server.retrieval import pages
 from server.retrieval.links import web_path
 from server.retrieval.service import Access, DocService
 from server.security.guards import InvalidArgument
@@ -204,12 +205,13 @@ def test_a_parent_section_includes_its_subsections(reader):
     assert "### Coupons" in result.text and "```python" in result.text and "Refund" not in result.text
 
 
-def test_the_cursor_walks_the_whole_page_within_max_tokens(reader, embedder):
+@pytest.mark.parametrize("budget", [450, 483, 517, 583, 650])
+def test_the_cursor_walks_the_whole_page_within_max_tokens(reader, embedder, budget):
     whole = read(reader, "v2.0/guide.md")[0].text
     pieces, cursor, calls = [], None, 0
     while True:
-        result, size = read(reader, "v2.0/guide.md", max_tokens=450, cursor=cursor)
-        assert size <= 450 and _size(embedder, result) == size
+        result, size = read(reader, "v2.0/guide.md", max_tokens=budget, cursor=cursor)
+        assert size <= budget and _size(embedder, result) == size
         assert (result.toc != []) == (cursor is None)
         pieces.append(result.text)
         cursor, calls = result.next_cursor, calls + 1
@@ -217,7 +219,8 @@ def test_the_cursor_walks_the_whole_page_within_max_tokens(reader, embedder):
             break
         assert result.truncated
     assert calls > 1
-    # Nothing lost, nothing repeated; a block too long for one response continues in the next.
+    # Nothing lost, nothing repeated; a block too long for one response continues in the next,
+    # cut between words (never "pricing" | ", taxes").
     assert " ".join(" ".join(pieces).split()) == " ".join(whole.split())
 
 
@@ -293,3 +296,21 @@ def test_code_only_on_an_index_without_code_labels_says_to_refresh_it(
     with pytest.raises(IndexUnavailable, match="indexed before code labels"):
         service.search(EVERYONE, "checkout", code_only=True)
     assert service.search(EVERYONE, "checkout").result.hits  # everything else still works
+
+
+def test_a_block_cut_inside_a_line_is_cut_between_words():
+    # The tokenizer may end a cut right before punctuation ("pricing" | ", taxes"); the next page
+    # would then start with ", taxes" and the words around the cut could not be joined back.
+    block = "Step 7 walks the cart through pricing, taxes and stock checks before payment."
+    cut_before_comma = block.index(",")
+
+    def count_batch(texts: list[str]) -> list[int]:
+        return [10_000 for _ in texts]  # the one line never fits: the cut falls inside it
+
+    def truncate(text: str, _budget: int) -> str:
+        return text[:cut_before_comma]
+
+    end = pages._cut_block(block, 50, count_batch, truncate)
+    assert block[:end].rstrip().endswith("through") and block[end:].startswith("pricing,")
+    # A single word longer than the budget is still cut, rather than nothing being returned.
+    assert pages._at_word("abcdefgh", 0, 4) == 4

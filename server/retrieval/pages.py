@@ -288,7 +288,11 @@ def read_page(
     while size > request.max_tokens and end > offset:
         # Rare: escaping cost more than estimated. Give back the last block (or a tenth) and re-measure.
         cut = text.rfind(_BLOCK_BREAK, offset, end - 1)
-        end = cut + len(_BLOCK_BREAK) if cut > offset else offset + int((end - offset) * 0.9)
+        end = (
+            cut + len(_BLOCK_BREAK)
+            if cut > offset
+            else _at_word(text, offset, offset + int((end - offset) * 0.9))
+        )
         shown = text[offset:end].strip()
         result.text = neutralize(shown) if flags else shown
         result.truncated = True
@@ -336,8 +340,18 @@ def _cut_block(block: str, budget: int, count_batch: TokenBatch, truncate: Trunc
         used += cost
         length += len(line) + 1
     if length == 0:
-        length = len(truncate(lines[0], max(1, budget - 4)))
+        length = _at_word(block, 0, len(truncate(lines[0], max(1, budget - 4))))
     return max(1, min(length, len(block)))
+
+
+def _at_word(text: str, start: int, end: int) -> int:
+    """`end` moved back to the start of the word it falls in, so a cut never splits a word from
+    its punctuation ("pricing" | ", taxes"); unchanged where it falls on a space or the word
+    began before `start` (one word longer than the budget is still cut)."""
+    if end >= len(text) or text[end].isspace() or text[end - 1].isspace():
+        return end
+    space = max(text.rfind(" ", start, end), text.rfind("\n", start, end))
+    return space + 1 if space > start else end
 
 
 def _json(model: BaseModel) -> str:
