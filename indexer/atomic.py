@@ -26,12 +26,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Replace `path` with `data` atomically and durably; the file gets permission bits `mode`.
-
-    The temp name is unique (concurrent writers never share one) and is removed if anything fails,
-    leaving the previous file untouched.
-    """
+def _write_temp(path: Path, data: bytes, mode: int) -> Path:
+    """`data` written and fsynced to a new, uniquely named temp file beside `path` (never shared
+    by concurrent writers); removed again if writing fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -40,9 +37,22 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        Path(tmp).replace(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Replace `path` with `data` atomically and durably; the file gets permission bits `mode`.
+
+    If anything fails, the temp file is removed and the previous file is left untouched.
+    """
+    tmp = _write_temp(path, data, mode)
+    try:
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
 
@@ -52,19 +62,13 @@ def create_once(path: Path, data: bytes, *, mode: int = 0o600) -> tuple[bytes, b
 
     When another process creates it first, its content is returned and ours is discarded.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = _write_temp(path, data, mode)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
         try:
             os.link(tmp, path)  # atomic create-if-absent, of a file already complete
         except FileExistsError:
             return path.read_bytes(), False
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
     return data, True
