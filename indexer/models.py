@@ -61,6 +61,8 @@ class Document(BaseModel):
 class ChunkPart(BaseModel):
     """One section's share of a chunk: a chunk that merges small sections labels each part itself."""
 
+    model_config = ConfigDict(frozen=True)
+
     heading_path: list[str]
     anchor: str | None = None
     start: int = Field(ge=0, description="Character offset in the chunk text where this part begins.")
@@ -70,7 +72,13 @@ class ChunkPart(BaseModel):
 
 
 class Chunk(BaseModel):
-    """The unit of retrieval: stored in Tantivy (text + metadata) and the vector store (embedding)."""
+    """The unit of retrieval: stored in Tantivy (text + metadata) and the vector store (embedding).
+
+    Frozen: a generation never changes, so a read chunk is shared between searches (the lexical
+    index caches them); a changed copy comes from `model_copy(update=...)`.
+    """
+
+    model_config = ConfigDict(frozen=True)
 
     chunk_id: str = Field(pattern=r"^[0-9a-f]{32}$")
     collection: str

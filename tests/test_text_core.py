@@ -86,6 +86,47 @@ def test_byte_offsets_become_character_offsets():
     assert byte_to_char_offsets(text, [1, 3]) == [0, 1]  # inside a character: its start
 
 
+def _fold_one_by_one(text: str) -> tuple[str, list[int]]:
+    """The definition folding must keep: every character folded on its own, its origin repeated."""
+    from indexer.text.folding import fold_char
+
+    pieces, origin = [], []
+    for index, char in enumerate(text):
+        piece = fold_char(char)
+        pieces.append(piece)
+        origin += [index] * len(piece)
+    return "".join(pieces), origin
+
+
+def _byte_offsets_one_by_one(text: str, offsets: list[int]) -> list[int]:
+    ends, total = [], 0
+    for char in text:
+        total += len(char.encode("utf-8"))
+        ends.append(total)
+    import bisect
+
+    return [bisect.bisect_right(ends, offset) for offset in offsets]
+
+
+# ASCII runs, accents, ligatures, `ß`, CJK, combining marks and emoji: the run-at-a-time fast paths
+# must give exactly what folding one character at a time gives.
+_MIXED_TEXT = st.text(
+    alphabet=st.sampled_from(list("aZ09 _.(/-\n") + list("éÉßﬁ東ς\u0301\u3099か♥😀Ωк")), max_size=60
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_MIXED_TEXT)
+def test_run_at_a_time_folding_equals_folding_each_character(text: str):
+    folded = fold(text)
+    expected_text, expected_origin = _fold_one_by_one(text)
+    assert folded.text == expected_text == fold_text(text)
+    assert list(folded.origin) == expected_origin
+    encoded = len(folded.text.encode("utf-8"))
+    offsets = list(range(encoded + 1))
+    assert byte_to_char_offsets(folded.text, offsets) == _byte_offsets_one_by_one(folded.text, offsets)
+
+
 # ----------------------------------------------------------------------------- terms and identifiers
 
 

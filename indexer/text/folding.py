@@ -8,19 +8,24 @@ letters, so accent folding happens here, where Greek, Cyrillic and Vietnamese ge
 Only marks from the combining-diacritics blocks are dropped: the kana voicing marks (`が` = `か` +
 U+3099) change a word, not its accent, and stay.
 
-Folding works one character at a time and remembers, for every folded character, which original
-character it came from, so a match found in folded text can be shown in the original text.
+Folding remembers, for every folded character, which original character it came from, so a match
+found in folded text can be shown in the original text. Runs of ASCII, most of any documentation,
+fold in one `str.lower()` with an identity offset map; only other characters are folded one by one
+(snippets fold every hit's chunk on every search, so this is on the hot path).
 """
 
 from __future__ import annotations
 
-import bisect
+import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 # Accents and other diacritics; other combining marks (kana voicing, Indic vowel signs) carry meaning.
 _DIACRITIC_RANGES = ((0x0300, 0x036F), (0x1AB0, 0x1AFF), (0x1DC0, 0x1DFF), (0x20D0, 0x20FF), (0xFE20, 0xFE2F))
+# A run of ASCII characters, or one other character.
+_RUNS = re.compile(r"[\x00-\x7f]+|[^\x00-\x7f]")
 
 
 def _is_diacritic(char: str) -> bool:
@@ -45,7 +50,7 @@ class Folded:
     """Folded text plus, for each of its characters, the index of the original character behind it."""
 
     text: str
-    origin: tuple[int, ...]
+    origin: Sequence[int]  # `range` when nothing changed length (all ASCII)
     source_length: int
 
     def source_span(self, start: int, end: int) -> tuple[int, int]:
@@ -63,29 +68,40 @@ class Folded:
 
 def fold(text: str) -> Folded:
     """`text` folded for matching (see the module docstring), with its offset map."""
+    if text.isascii():
+        return Folded(text.lower(), range(len(text)), len(text))
     pieces: list[str] = []
     origin: list[int] = []
-    for index, char in enumerate(text):
-        piece = fold_char(char)
-        pieces.append(piece)
-        origin.extend([index] * len(piece))
-    return Folded("".join(pieces), tuple(origin), len(text))
+    for run in _RUNS.finditer(text):
+        start, end = run.span()
+        if end - start > 1 or run.group().isascii():
+            pieces.append(run.group().lower())
+            origin.extend(range(start, end))
+        else:
+            piece = fold_char(run.group())
+            pieces.append(piece)
+            origin.extend([start] * len(piece))
+    return Folded("".join(pieces), origin, len(text))
 
 
 def fold_text(text: str) -> str:
     """Only the folded text (no offset map): the form every query and indexed field takes."""
-    return "".join(fold_char(char) for char in text)
+    if text.isascii():
+        return text.lower()
+    return "".join(
+        run.group().lower() if len(run.group()) > 1 or run.group().isascii() else fold_char(run.group())
+        for run in _RUNS.finditer(text)
+    )
 
 
 def byte_to_char_offsets(text: str, byte_offsets: list[int]) -> list[int]:
     """Character offsets in `text` of UTF-8 byte offsets (Tantivy reports highlights in bytes).
 
     The one place where byte offsets become character offsets; an offset inside a multi-byte
-    character maps to the start of that character.
+    character maps to the start of that character (decoding a prefix drops that character's
+    partial bytes).
     """
-    ends: list[int] = []  # ends[i] = byte offset just after character i
-    total = 0
-    for char in text:
-        total += len(char.encode("utf-8"))
-        ends.append(total)
-    return [bisect.bisect_right(ends, offset) for offset in byte_offsets]
+    if text.isascii():
+        return [min(max(offset, 0), len(text)) for offset in byte_offsets]
+    encoded = text.encode("utf-8", "surrogatepass")
+    return [len(encoded[: max(offset, 0)].decode("utf-8", "ignore")) for offset in byte_offsets]
