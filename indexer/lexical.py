@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import tantivy
@@ -269,6 +270,7 @@ class QueryTerms:
     identifiers: tuple[str, ...]
 
 
+@lru_cache(maxsize=4096)  # a search analyses its query for BM25, its rewrites and its snippets
 def query_terms(text: str) -> QueryTerms:
     """The BM25 terms of a query, grouped the way the index must match them.
 

@@ -41,7 +41,7 @@ def point_id(chunk_id: str) -> str:
 
 def chunk_id_of(point: Any) -> str:
     """Inverse of `point_id`: engines hand IDs back as UUID objects or strings."""
-    return uuid.UUID(str(point)).hex
+    return point.hex if isinstance(point, uuid.UUID) else uuid.UUID(str(point)).hex
 
 
 def chunk_payload(chunk: Chunk) -> dict[str, Any]:

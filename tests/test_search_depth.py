@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -273,3 +274,28 @@ def test_deeper_search_shows_as_its_own_span(service: DocService) -> None:
     deep, _ = service.retrieve(ACCESS, "configuration step setting", depth=91)
     assert "deepen" not in shallow.timings_ms
     assert deep.timings_ms["deepen"] > 0 and deep.timings_ms["fuse"] >= 0
+
+
+def test_engine_filters_keep_only_conditions_that_exclude_something() -> None:
+    from types import SimpleNamespace
+
+    from indexer.models import ChunkFilter
+    from server.retrieval.hybrid import engine_filter
+
+    def snapshot(*versions: str) -> Any:
+        return SimpleNamespace(collection="docs", manifest=SimpleNamespace(versions=list(versions)))
+
+    one = snapshot("3.2")
+    assert engine_filter(ChunkFilter(collections=("docs",), version="3.2"), one) == ChunkFilter()
+    assert engine_filter(ChunkFilter(collections=("docs",), versions=("3.2", "4.0")), one) == ChunkFilter()
+    # Another collection, a version the generation lacks, one version among several: kept.
+    assert engine_filter(ChunkFilter(collections=("other",)), one).collections == ("other",)
+    assert engine_filter(ChunkFilter(version="4.0"), one).version == "4.0"
+    several = snapshot("3.2", "4.0")
+    assert engine_filter(ChunkFilter(version="3.2"), several).version == "3.2"
+    assert engine_filter(ChunkFilter(versions=("3.2",)), several).versions == ("3.2",)
+    # A manifest without its version list says nothing about what the chunks carry.
+    assert engine_filter(ChunkFilter(version="3.2"), snapshot()).version == "3.2"
+    # Path and code conditions always stay.
+    kept = engine_filter(ChunkFilter(collections=("docs",), path_prefix="ref", code_only=True), one)
+    assert kept == ChunkFilter(path_prefix="ref", code_only=True)

@@ -173,8 +173,12 @@ class Gateway:
             access = Access(tenant=tenant.name, allowed=tenant.may_read)
             result = await core(access, record)
             tokens_out = record.tokens_out if record.tokens_out is not None else self.service.tokens(result)
-            # Charged (fsynced) before the result leaves: a crash after this cannot refund it.
-            await anyio.to_thread.run_sync(self.budget.settle, tenant, hold, record.tokens_in + tokens_out)
+            # Charged (fsynced) before the result leaves: a crash after this cannot refund it. A
+            # tenant without a budget has nothing to charge (`settle` would return at once).
+            if hold is not None or tenant.daily_token_budget is not None:
+                await anyio.to_thread.run_sync(
+                    self.budget.settle, tenant, hold, record.tokens_in + tokens_out
+                )
             hold = None
         # IndexerError too: its messages are one actionable line (e.g. a remote embedding API down).
         except (InvalidArgument, ServiceError, ToolError, IndexerError) as error:

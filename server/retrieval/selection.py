@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from indexer.models import Chunk
 
@@ -55,8 +56,12 @@ class Candidate:
 Resolver = Callable[[Sequence[str]], dict[str, Chunk]]
 
 
+@lru_cache(maxsize=16384)
 def fingerprint(text: str) -> str:
-    """Text identity for deduplication: case and whitespace do not make a passage different."""
+    """Text identity for deduplication: case and whitespace do not make a passage different.
+
+    Cached: the chunk store hands out the same text objects search after search (their hashes are
+    computed once), and normalising a long chunk is most of a page walk's own work."""
     return " ".join(text.lower().split())
 
 
