@@ -97,6 +97,14 @@ class EmbeddingSettings(Section):
     # pool for the largest batch) and is no slower on 2 cores.
     batch_size: int = Field(default=8, ge=1, le=1024)
     threads: int | None = Field(default=None, ge=1, description="ONNX Runtime threads; default: all cores.")
+    providers: list[str] | None = Field(
+        default=None,
+        description=(
+            "ONNX Runtime execution providers in order of preference, e.g. ['CUDAExecutionProvider', "
+            "'CPUExecutionProvider'] with the `gpu` extra; default: CPU. Vectors are the same model's, "
+            "so an index built on a GPU is served on a CPU and back."
+        ),
+    )
     query_cache_size: int = Field(
         default=1024, ge=0, le=1_000_000, description="Recent search queries whose vectors are kept (0: off)."
     )

@@ -32,6 +32,8 @@ class FastembedEmbedder(Embedder):
         self.settings = settings
         self.model_id = settings.model
         kwargs: dict[str, Any] = {"model_name": settings.model, "threads": settings.threads}
+        if settings.providers:
+            kwargs["providers"] = checked_providers(settings.providers)
         model_dir = settings.model_dir
         if model_dir is None and settings.model == DEFAULT_MODEL:
             model_dir = assemble_offline_model(models_dir, settings.max_length)
@@ -87,6 +89,29 @@ class FastembedEmbedder(Embedder):
         for position, index in enumerate(order):
             rows[index] = sorted_rows[position]
         return np.asarray(rows, dtype=np.float32)
+
+
+def checked_providers(wanted: list[str]) -> list[str]:
+    """`embedding.providers` if this ONNX Runtime has every one of them, else a clear error.
+
+    ONNX Runtime itself would only warn and fall back to the CPU, so a GPU build that silently ran
+    on the CPU for hours would go unnoticed."""
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    missing = [name for name in wanted if name not in available]
+    if missing:
+        advice = (
+            "install the GPU runtime: pip install 'docgate[gpu]', then replace the CPU runtime "
+            "(pip uninstall -y onnxruntime && pip install --force-reinstall onnxruntime-gpu)"
+            if any("CUDA" in name or "TensorRT" in name for name in missing)
+            else "remove them from embedding.providers"
+        )
+        raise EmbeddingModelUnavailable(
+            f"embedding.providers asks for {', '.join(missing)}, which this ONNX Runtime does not have "
+            f"(available: {', '.join(available)}); {advice}"
+        )
+    return wanted
 
 
 def _load(factory: Any, model: str, kwargs: dict[str, Any]) -> Any:
