@@ -51,6 +51,12 @@ class EmbeddingModelUnavailable(IndexerError):
     exit_code = 6
 
 
+class RerankModelUnavailable(IndexerError):
+    """The configured local cross-encoder cannot be loaded (not cached, no network)."""
+
+    exit_code = 6
+
+
 class BuildLocked(IndexerError):
     exit_code = 7
 

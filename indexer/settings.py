@@ -262,14 +262,29 @@ class ProviderSettings(Section):
 
 
 class RerankSettings(RetryPolicy, Section):
-    """A remote rerank API after fusion: Cohere/Jina `{query, documents}` or TEI `{query, texts}`."""
+    """A cross-encoder after fusion: a rerank API over HTTP (Cohere/Jina `{query, documents}` or TEI
+    `{query, texts}`), or a fastembed `TextCrossEncoder` in process."""
 
     enabled: bool = Field(default=False, description="Reorder the head of each fused list by a reranker.")
+    backend: Literal["http", "fastembed"] = Field(
+        default="http", description="http: a rerank API at `url`; fastembed: a local cross-encoder `model`."
+    )
+    model_dir: Path | None = Field(
+        default=None, description="fastembed: a folder holding the cross-encoder's files (offline)."
+    )
+    download: bool = Field(
+        default=True,
+        description="fastembed: fetch the model when it is not cached (at server start); false: offline.",
+    )
     url: str = Field(default="http://127.0.0.1:8080/rerank", description="Full URL of the rerank endpoint.")
     api: Literal["cohere", "tei"] = Field(
         default="cohere", description="cohere: Cohere/Jina/vLLM request shape; tei: Hugging Face TEI."
     )
-    model: str | None = Field(default=None, description="Model name sent with each request (cohere shape).")
+    model: str | None = Field(
+        default=None,
+        description="http: model name sent with each request (cohere shape); fastembed: the cross-encoder "
+        "(default Xenova/ms-marco-MiniLM-L-6-v2).",
+    )
     api_key_env: str | None = Field(
         default=None, description="Env var holding the bearer token; unset: none."
     )

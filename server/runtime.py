@@ -25,6 +25,7 @@ from server.answering.cache import SemanticCache
 from server.answering.pipeline import Answerer, AnswerResult
 from server.retrieval.catalog import Catalog
 from server.retrieval.cursors import load_secret
+from server.retrieval.rerank import shared_reranker
 from server.retrieval.service import DocService
 from server.security.audit import AuditLog, open_audit_log
 from server.security.limits import RateLimiter, TokenBudget
@@ -82,6 +83,8 @@ class Runtime:
 def build_runtime(settings: ServerSettings) -> Runtime:
     embedder = shared_embedder(settings.embedding, settings.models_dir)
     embedder.warm_queries()
+    if settings.retrieval.rerank.enabled:  # a local cross-encoder loads now, or the server says why not
+        shared_reranker(settings.retrieval.rerank, settings.models_dir).warm()
     catalog = Catalog(settings, embedder.config, interval=settings.serve.reload_interval_s)
     secret = load_secret(settings.data_dir / "server" / "cursor.key")
     service = DocService(settings, catalog, embedder, secret)

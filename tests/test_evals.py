@@ -700,3 +700,33 @@ def test_near_domain_questions_are_abstained_on_while_answerable_ones_are_answer
     for report in (django_report, mcp_report):  # the answerable questions are still answered
         assert report.answers is not None
         assert report.answers.metrics.answer_rate >= 0.9
+
+
+def test_with_a_reranker_configured_the_eval_adds_a_reranked_configuration(
+    lumen_eval: tuple[Path, Path], tmp_path: Path, embedder
+):
+    from tests.fake_services import FakeServices
+
+    data_dir, dataset = lumen_eval
+    out = tmp_path / "reranked.json"
+    with FakeServices(embedder) as fake:
+        run = _eval(
+            data_dir,
+            str(dataset),
+            "-c",
+            "lumen",
+            "--no-answers",
+            "--out",
+            str(out),
+            DOCGATE_RETRIEVAL__RERANK__ENABLED="true",
+            DOCGATE_RETRIEVAL__RERANK__URL=fake.url + "/rerank",
+        )
+        reranked_requests = len(fake.requests)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert set(report["configs"]) == {"bm25", "dense", "rrf60", "hybrid_no_rewrite", "full", "reranked"}
+    # Only `reranked` asked the reranker (once per answerable case; the agent runs serve as configured).
+    assert report["configs"]["full"]["overrides"]["rerank"]["enabled"] is False
+    assert report["configs"]["reranked"]["overrides"] == {}
+    assert reranked_requests >= report["answerable"]
+    assert report["configs"]["reranked"]["metrics"]["cases"] == 5

@@ -3,7 +3,8 @@
 Five configurations run in one eval, so the value of each stage shows: `bm25`, `dense`, `rrf60`
 (the textbook baseline: equal-weight reciprocal rank fusion with k = 60 over the same two
 retrievers, no rewrites), `hybrid_no_rewrite` and `full` (hybrid with rewrites, what `search`
-serves).
+serves without reranking). With `[retrieval.rerank] enabled` a sixth, `reranked`, is `full` plus
+the rerank stage, and the other five run without it, so the stage's own gain shows.
 """
 
 from __future__ import annotations
@@ -47,6 +48,20 @@ CONFIGS = (
     RetrievalConfig("hybrid_no_rewrite", "hybrid", rewrites=False),
     RetrievalConfig("full", "hybrid", rewrites=True),
 )
+
+
+NO_RERANK_KEY = "rerank"
+
+
+def configs_for(retrieval: RetrievalSettings) -> tuple[RetrievalConfig, ...]:
+    """The configurations an eval runs with these settings (see the module docstring)."""
+    if not retrieval.rerank.enabled:
+        return CONFIGS
+    without = (NO_RERANK_KEY, {**retrieval.rerank.model_dump(mode="json"), "enabled": False})
+    return (
+        *(RetrievalConfig(c.name, c.mode, c.rewrites, (*c.overrides, without)) for c in CONFIGS),
+        RetrievalConfig("reranked", "hybrid", rewrites=True),
+    )
 
 
 def retrieve_for(

@@ -9,7 +9,7 @@ from pathlib import Path
 from server.answering.pipeline import Answerer
 from server.evals.agent import run_agent
 from server.evals.answers import run_answers
-from server.evals.configs import CONFIGS, DEFAULT_DEPTH, RetrievalConfig, run_retrieval
+from server.evals.configs import DEFAULT_DEPTH, RetrievalConfig, configs_for, run_retrieval
 from server.evals.dataset import dataset_sha256, load_cases
 from server.evals.report import ConfigReport, EvalReport
 from server.retrieval.service import Access, DocService
@@ -25,7 +25,7 @@ def run_eval(
     collection: str,
     version: str | None = None,
     depth: int = DEFAULT_DEPTH,
-    configs: Sequence[RetrievalConfig] = CONFIGS,
+    configs: Sequence[RetrievalConfig] | None = None,
     progress: Callable[[str], None] | None = None,
     agent: bool = True,
 ) -> EvalReport:
@@ -35,7 +35,7 @@ def run_eval(
     access = Access(tenant="eval", allowed=lambda _name: True)
     service.scope(access, [collection], version, service.catalog.view())  # fail early, with the message
     reports: dict[str, ConfigReport] = {}
-    for config in configs:
+    for config in configs if configs is not None else configs_for(settings.retrieval):
         if progress:
             progress(f"retrieval: {config.name}")
         reports[config.name] = run_retrieval(service, access, cases, collection, version, config, depth)

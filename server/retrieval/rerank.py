@@ -1,9 +1,14 @@
-"""The optional rerank stage: a remote cross-encoder reorders the head of the fused list.
+"""The optional rerank stage: a cross-encoder reorders the head of the fused list.
 
-Off by default (`[retrieval.rerank] enabled`). A local cross-encoder would need model files that no
-package ships, so the stage speaks the rerank APIs that hosted and self-hosted rerankers share:
-Cohere, Jina and vLLM (`{"query", "documents"}` → `{"results": [{"index", "relevance_score"}]}`) and
-Hugging Face TEI (`{"query", "texts"}` → `[{"index", "score"}]`).
+Off by default (`[retrieval.rerank] enabled`). Two backends (`backend`):
+
+- `http`: the rerank APIs that hosted and self-hosted rerankers share: Cohere, Jina and vLLM
+  (`{"query", "documents"}` → `{"results": [{"index", "relevance_score"}]}`) and Hugging Face TEI
+  (`{"query", "texts"}` → `[{"index", "score"}]`).
+- `fastembed`: a `TextCrossEncoder` in process (any model fastembed supports). No package ships
+  cross-encoder files, so the model is read from `model_dir` or the models cache, and downloaded
+  there at server start when `download` is on and a network exists; otherwise the server refuses
+  to start with what to do (a search never waits for a download).
 
 A failure never fails the search: past `timeout_s` (retries included) or on any bad reply the
 fused order stands and the result says the stage was skipped.
@@ -14,13 +19,17 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import structlog
 
+from indexer.errors import RerankModelUnavailable
 from indexer.retrying import backoff_delay, parse_retry_after, retryable_status
 from server.settings import RerankSettings
 
@@ -28,6 +37,7 @@ if TYPE_CHECKING:
     from server.retrieval.selection import Candidate
 
 log = structlog.get_logger()
+DEFAULT_CROSS_ENCODER = "Xenova/ms-marco-MiniLM-L-6-v2"
 
 
 class RerankFailed(Exception):
@@ -53,18 +63,12 @@ class Reranker:
     def close(self) -> None:
         self._client.close()
 
+    def warm(self) -> None:
+        """Nothing to load: the API is asked per search."""
+
     def rerank(self, query: str, candidates: Sequence[Candidate]) -> RerankOutcome:
         """The first `top_n` candidates in the reranker's order, then the rest in fused order."""
-        head, tail = list(candidates[: self.settings.top_n]), list(candidates[self.settings.top_n :])
-        if len(head) < 2:
-            return RerankOutcome(list(candidates))
-        try:
-            scores = self._scores(query, [c.chunk.embedding_text()[: self.settings.max_chars] for c in head])
-        except RerankFailed as error:
-            log.warning("rerank_skipped", reason=str(error))
-            return RerankOutcome(list(candidates), failure=str(error))
-        order = sorted(range(len(head)), key=lambda i: (-scores[i], i))
-        return RerankOutcome([head[i] for i in order] + tail)
+        return reorder(self.settings, query, candidates, self._scores)
 
     def _scores(self, query: str, documents: list[str]) -> list[float]:
         s = self.settings
@@ -102,6 +106,106 @@ class Reranker:
             attempt += 1
 
 
+def reorder(
+    settings: RerankSettings,
+    query: str,
+    candidates: Sequence[Candidate],
+    scores_of: Callable[[str, list[str]], list[float]],
+) -> RerankOutcome:
+    """The first `top_n` candidates by `scores_of(query, texts)`, then the rest in fused order."""
+    head, tail = list(candidates[: settings.top_n]), list(candidates[settings.top_n :])
+    if len(head) < 2:
+        return RerankOutcome(list(candidates))
+    try:
+        scores = scores_of(query, [c.chunk.embedding_text()[: settings.max_chars] for c in head])
+    except RerankFailed as error:
+        log.warning("rerank_skipped", reason=str(error))
+        return RerankOutcome(list(candidates), failure=str(error))
+    order = sorted(range(len(head)), key=lambda i: (-scores[i], i))
+    return RerankOutcome([replace(head[i], rerank_score=scores[i]) for i in order] + tail)
+
+
+class LocalReranker:
+    """A fastembed `TextCrossEncoder`, run on one worker thread so a search can stop waiting.
+
+    A cross-encoder cannot be interrupted mid-batch: past `timeout_s` the search goes on in fused
+    order and the batch finishes on its own, behind which the next search's batch queues.
+    """
+
+    def __init__(self, settings: RerankSettings, models_dir: Path | None) -> None:
+        self.settings = settings
+        self.model_name = settings.model or DEFAULT_CROSS_ENCODER
+        self.cache_dir = (models_dir / "fastembed") if models_dir is not None else None
+        self._model: Any = None
+        self._unavailable: str | None = None
+        self._lock = threading.Lock()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rerank")
+
+    def warm(self) -> None:
+        """Load the model now (server start); `RerankModelUnavailable` says what to do if it cannot."""
+        with self._lock:
+            if self._model is None:
+                self._model = self._load()
+
+    def _load(self) -> Any:
+        from fastembed.rerank.cross_encoder import TextCrossEncoder  # heavy: only when configured
+
+        s = self.settings
+        options: dict[str, Any] = {"model_name": self.model_name}
+        if self.cache_dir is not None:
+            options["cache_dir"] = str(self.cache_dir)
+        if s.model_dir is not None:
+            options["specific_model_path"] = str(s.model_dir)
+        attempts = [True, False] if s.download and s.model_dir is None else [True]
+        for local_only in attempts:
+            try:
+                return TextCrossEncoder(**options, local_files_only=local_only)
+            except Exception as error:
+                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        where = (
+            f"retrieval.rerank.model_dir {s.model_dir}"
+            if s.model_dir
+            else f"the models cache {self.cache_dir}"
+        )
+        advice = (
+            "check the folder holds the model's ONNX and tokenizer files"
+            if s.model_dir
+            else "start once where the network reaches Hugging Face (the files are cached), "
+            "or put the files in a folder and set retrieval.rerank.model_dir"
+            + ("" if s.download else "; retrieval.rerank.download is off")
+        )
+        raise RerankModelUnavailable(
+            f"the cross-encoder {self.model_name} is not in {where} and could not be loaded ({reason}); {advice}"
+        )
+
+    def rerank(self, query: str, candidates: Sequence[Candidate]) -> RerankOutcome:
+        return reorder(self.settings, query, candidates, self._scores)
+
+    def _scores(self, query: str, documents: list[str]) -> list[float]:
+        if self._model is None:
+            if self._unavailable is not None:
+                raise RerankFailed(self._unavailable)
+            try:  # a service without a runtime (scripts, evals): load on first use, offline only
+                self.warm()
+            except RerankModelUnavailable as error:
+                self._unavailable = str(error)
+                raise RerankFailed(self._unavailable) from None
+        model = self._model
+        future = self._worker.submit(lambda: [float(x) for x in model.rerank(query, documents)])
+        try:
+            scores = future.result(timeout=self.settings.timeout_s)
+        except FutureTimeout:
+            raise RerankFailed(f"local reranker took longer than {self.settings.timeout_s:g}s") from None
+        except Exception as error:
+            raise RerankFailed(f"local reranker failed ({type(error).__name__})") from None
+        if len(scores) != len(documents):
+            raise RerankFailed(f"local reranker scored {len(scores)} of {len(documents)} documents")
+        return scores
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=False)
+
+
 def _parse(response: httpx.Response, expected: int) -> list[float]:
     try:
         payload: Any = response.json()
@@ -117,14 +221,18 @@ def _parse(response: httpx.Response, expected: int) -> list[float]:
     return [scores[i] for i in range(expected)]
 
 
-_shared: dict[str, Reranker] = {}
+_shared: dict[str, Reranker | LocalReranker] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_reranker(settings: RerankSettings) -> Reranker:
+def shared_reranker(settings: RerankSettings, models_dir: Path | None = None) -> Reranker | LocalReranker:
+    """One reranker per configuration and process. The server creates it at start with its models
+    dir (so a local model loads before the first search); later calls get that same one."""
     key = settings.model_dump_json()
     with _shared_lock:
         reranker = _shared.get(key)
         if reranker is None:
-            reranker = _shared[key] = Reranker(settings)
+            reranker = _shared[key] = (
+                LocalReranker(settings, models_dir) if settings.backend == "fastembed" else Reranker(settings)
+            )
         return reranker

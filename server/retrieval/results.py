@@ -33,6 +33,10 @@ class SearchHit(BaseModel):
     score: float = Field(description="Fused relevance (reciprocal rank fusion); higher is better.")
     bm25_rank: int | None = Field(description="Rank in the keyword (BM25) list, if it appeared there.")
     dense_rank: int | None = Field(description="Rank in the semantic (embedding) list, if it appeared there.")
+    rerank_score: float | None = Field(
+        default=None,
+        description="Cross-encoder score when the rerank stage ordered this hit (higher is better); else null.",
+    )
     generation: int = Field(description="Index generation the hit came from.")
     indexed_at: str = Field(description="When that generation was built (UTC, ISO 8601).")
     flags: list[str] = Field(

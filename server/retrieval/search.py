@@ -135,5 +135,6 @@ def _hit(
         score=round(candidate.score, 6),
         bm25_rank=candidate.bm25_rank,
         dense_rank=candidate.dense_rank,
+        rerank_score=None if candidate.rerank_score is None else round(candidate.rerank_score, 6),
         flags=flags,
     )

@@ -51,6 +51,7 @@ class Candidate:
     dense_rank: int | None = None
     bm25_score: float | None = None
     dense_score: float | None = None
+    rerank_score: float | None = None  # set on the head the rerank stage reordered
 
 
 Resolver = Callable[[Sequence[str]], dict[str, Chunk]]
