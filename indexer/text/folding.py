@@ -74,24 +74,24 @@ def fold(text: str) -> Folded:
     origin: list[int] = []
     for run in _RUNS.finditer(text):
         start, end = run.span()
-        if end - start > 1 or run.group().isascii():
-            pieces.append(run.group().lower())
-            origin.extend(range(start, end))
-        else:
-            piece = fold_char(run.group())
-            pieces.append(piece)
-            origin.extend([start] * len(piece))
+        piece = _fold_run(run.group())
+        pieces.append(piece)
+        # An ASCII run keeps its length; one other character may fold to none or several.
+        origin.extend(range(start, end) if run.group().isascii() else [start] * len(piece))
     return Folded("".join(pieces), origin, len(text))
+
+
+def _fold_run(run: str) -> str:
+    """One `_RUNS` match folded: a run of ASCII lower-cased at once, another character by `fold_char`
+    (whose cache is kept for single characters)."""
+    return run.lower() if run.isascii() else fold_char(run)
 
 
 def fold_text(text: str) -> str:
     """Only the folded text (no offset map): the form every query and indexed field takes."""
     if text.isascii():
         return text.lower()
-    return "".join(
-        run.group().lower() if len(run.group()) > 1 or run.group().isascii() else fold_char(run.group())
-        for run in _RUNS.finditer(text)
-    )
+    return "".join(_fold_run(run.group()) for run in _RUNS.finditer(text))
 
 
 def byte_to_char_offsets(text: str, byte_offsets: list[int]) -> list[int]:

@@ -50,14 +50,11 @@ CONFIGS = (
 )
 
 
-NO_RERANK_KEY = "rerank"
-
-
 def configs_for(retrieval: RetrievalSettings) -> tuple[RetrievalConfig, ...]:
     """The configurations an eval runs with these settings (see the module docstring)."""
     if not retrieval.rerank.enabled:
         return CONFIGS
-    without = (NO_RERANK_KEY, {**retrieval.rerank.model_dump(mode="json"), "enabled": False})
+    without = ("rerank", {**retrieval.rerank.model_dump(mode="json"), "enabled": False})
     return (
         *(RetrievalConfig(c.name, c.mode, c.rewrites, (*c.overrides, without)) for c in CONFIGS),
         RetrievalConfig("reranked", "hybrid", rewrites=True),
