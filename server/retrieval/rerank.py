@@ -141,13 +141,15 @@ class LocalReranker:
         self._lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rerank")
 
-    def warm(self) -> None:
-        """Load the model now (server start); `RerankModelUnavailable` says what to do if it cannot."""
+    def warm(self, *, allow_download: bool = True) -> None:
+        """Load the model now (server start); `RerankModelUnavailable` says what to do if it cannot.
+
+        `allow_download=False` reads only local files, whatever `download` says."""
         with self._lock:
             if self._model is None:
-                self._model = self._load()
+                self._model = self._load(self.settings.download and allow_download)
 
-    def _load(self) -> Any:
+    def _load(self, download: bool) -> Any:
         from fastembed.rerank.cross_encoder import TextCrossEncoder  # heavy: only when configured
 
         s = self.settings
@@ -156,7 +158,7 @@ class LocalReranker:
             options["cache_dir"] = str(self.cache_dir)
         if s.model_dir is not None:
             options["specific_model_path"] = str(s.model_dir)
-        attempts = [True, False] if s.download and s.model_dir is None else [True]
+        attempts = [True, False] if download and s.model_dir is None else [True]
         for local_only in attempts:
             try:
                 return TextCrossEncoder(**options, local_files_only=local_only)
@@ -172,7 +174,7 @@ class LocalReranker:
             if s.model_dir
             else "start once where the network reaches Hugging Face (the files are cached), "
             "or put the files in a folder and set retrieval.rerank.model_dir"
-            + ("" if s.download else "; retrieval.rerank.download is off")
+            + ("" if download else "; no download was tried")
         )
         raise RerankModelUnavailable(
             f"the cross-encoder {self.model_name} is not in {where} and could not be loaded ({reason}); {advice}"
@@ -185,8 +187,8 @@ class LocalReranker:
         if self._model is None:
             if self._unavailable is not None:
                 raise RerankFailed(self._unavailable)
-            try:  # a service without a runtime (scripts, evals): load on first use, offline only
-                self.warm()
+            try:  # a service without a runtime (scripts, evals): load on first use, never downloading
+                self.warm(allow_download=False)
             except RerankModelUnavailable as error:
                 self._unavailable = str(error)
                 raise RerankFailed(self._unavailable) from None
