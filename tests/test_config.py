@@ -287,3 +287,20 @@ def test_quickstart_says_how_to_connect_and_how_to_stop(tmp_path, args, said, se
     calls = (tmp_path / "calls").read_text(encoding="utf-8").splitlines()
     assert calls[0].startswith("docgate-index update --collection docgate-docs")
     assert calls[1] == f"docgate {served}"
+
+
+def test_default_data_dirs_are_the_ones_the_readme_lists(monkeypatch, tmp_path):
+    """README, Claude Desktop: the data dir without DOCGATE_DATA_DIR on Linux and macOS (Windows's
+    `%LOCALAPPDATA%\\docgate` comes from the same platformdirs call and cannot be resolved here)."""
+    import platformdirs.macos
+
+    from indexer.settings import default_data_dir
+
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_data_dir() == tmp_path / ".local" / "share" / "docgate"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert default_data_dir() == tmp_path / "xdg" / "docgate"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    mac = Path(platformdirs.macos.MacOS("docgate", appauthor=False).user_data_dir)
+    assert mac == tmp_path / "Library" / "Application Support" / "docgate"

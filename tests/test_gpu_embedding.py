@@ -41,6 +41,8 @@ def test_an_unknown_provider_is_refused_and_the_cpu_provider_is_accepted(
         EmbeddingSettings(model_dir=model_dir, providers=["CPUExecutionProvider"]), model_dir.parent
     )
     assert np.allclose(on_cpu.embed_passages(TEXTS), embedder.embed_passages(TEXTS), atol=1e-6)
+    # Providers are not part of the embedding configuration: an index built with one is served with another.
+    assert on_cpu.config == embedder.config
 
 
 @pytest.mark.skipif(

@@ -68,6 +68,17 @@ def test_the_head_of_the_fused_list_takes_the_rerankers_order(lumen_data_dir, mo
     assert head != [h.chunk_id for h in fused.hits[:6]], "the fake's order should differ from fusion's here"
     assert [h.chunk_id for h in reranked.hits[6:]] == [h.chunk_id for h in fused.hits[6:]]
     assert not reranked.degraded
+    # The stage is timed in the retrieval's spans (what traces report).
+    traced = service(
+        lumen_data_dir, model_dir, embedder, enabled=True, url=fake.url + "/rerank", api=api, top_n=6
+    ).search(ACCESS, QUESTION, k=10, max_tokens=20000)
+    assert traced.retrieval.timings_ms["rerank"] > 0
+    assert (
+        "rerank"
+        not in service(lumen_data_dir, model_dir, embedder)
+        .search(ACCESS, QUESTION, k=10, max_tokens=20000)
+        .retrieval.timings_ms
+    )
     # Each reordered hit carries the reranker's score beside its retriever ranks; the rest none.
     assert [h.rerank_score for h in reranked.hits[:6]] == [-float(lengths[c]) for c in head]
     assert all(h.rerank_score is None for h in reranked.hits[6:] + fused.hits)
