@@ -1,15 +1,18 @@
 """The offline extractive backend: the source statements that best answer a question, each cited.
 
 page        `pages.choose_page`: the retrieved page with the best single statement (its rank
-            prior included), normative pages before proposals and changelogs
+            prior included) and the title closest to the question, normative pages before
+            proposals, changelogs and contributor guides
 units       `units.units`: whole statements of that page's chunks (a sentence, a list with its
             lead-in, an item of a long list with the lead-in, a sentence with its code block)
 score       semantic similarity to the question + weighted overlap with its key terms + a light
             prior for higher-ranked chunks + a bonus for naming an API element
 select      greedily, with a redundancy penalty (maximal marginal relevance), stopping at
             `max_sentences` units, the token budget, or when the next unit scores far below the
-            best one
-write       in reading order, every unit cited [n] (`units.render`)
+            best one; then the example ("The following are equivalent:" and its code) that
+            directly follows a chosen statement, when the budget allows
+write       in reading order under each section's heading (`section_label`), every unit cited [n]
+            (`units.render`)
 """
 
 from __future__ import annotations
@@ -71,7 +74,8 @@ class _Candidate:
     rank: int  # order among the usable chunks
     page: str
     unit: Unit
-    tokens: int
+    tokens: int  # what quoting it costs: its text, and its code when the code must come along
+    text_tokens: int
 
     @property
     def prior(self) -> float:
@@ -82,6 +86,7 @@ class _Candidate:
 _MIN_UNIT_TERMS = 3
 _MAX_SENTENCE_TOKENS = 90
 _MAX_UNIT_TOKENS = 160
+_MAX_CODE_TOKENS = 240
 _REDUNDANT = 0.9
 
 
@@ -106,13 +111,12 @@ def extractive_answer(
     fits: dict[int, SectionFit] = {}
     for rank, (number, ev) in enumerate(usable):
         fits[number] = keys.fit(ev)
-        for unit in units(ev.text, count_tokens):
+        for unit in units(ev.text, count_tokens, max_code_tokens=_MAX_CODE_TOKENS):
             if unit.code_required and unit.code is None:
                 continue
             code = count_tokens(unit.code) if unit.code_required and unit.code else 0
-            pool.append(
-                _Candidate(number, rank, page_of(ev.source), unit, count_tokens(unit.scoring_text) + code)
-            )
+            text_tokens = count_tokens(unit.scoring_text)
+            pool.append(_Candidate(number, rank, page_of(ev.source), unit, text_tokens + code, text_tokens))
     if not pool:
         return Extract("", {})
 
@@ -133,23 +137,34 @@ def extractive_answer(
         bonus += w.heading_bonus * fits[candidate.number].subject(w.pages)
         scores.append(w.semantic * semantic + w.lexical * lexical + w.prior * candidate.prior + bonus)
         limit = _MAX_SENTENCE_TOKENS if candidate.unit.kind == "sentence" else _MAX_UNIT_TOKENS
-        eligible.append(len(unit_terms) >= _MIN_UNIT_TERMS and candidate.tokens <= limit)
+        eligible.append(
+            len(unit_terms) >= _MIN_UNIT_TERMS
+            and candidate.text_tokens <= limit
+            and candidate.tokens <= token_budget
+        )
 
     statements = _statement_evidence(keys, usable, question_vector, embed, count_tokens, w)
     # Only a page with something quotable can be chosen.
     quotable = {c.number for c, ok in zip(pool, eligible, strict=True) if ok}
     statements = {n: v for n, v in statements.items() if n in quotable}
-    page = _choose_page(usable, statements, fits, w.pages)
+    titles = _title_similarity(usable, question_vector, embed)
+    page = _choose_page(usable, statements, fits, titles, w.pages)
     if page is None:
         return Extract("", {})
     eligible = [ok and c.page == page for ok, c in zip(eligible, pool, strict=True)]
-    chosen = _select(pool, scores, eligible, unit_vectors, max_sentences, token_budget, w.keep_ratio)
+    labels = {number: section_label(ev) for number, ev in usable}
+    label_tokens = {number: count_tokens(label) + 2 for number, label in labels.items()}
+    chosen = _select(
+        pool, scores, eligible, unit_vectors, max_sentences, token_budget, w.keep_ratio, label_tokens
+    )
+    chosen = _with_examples(pool, chosen, token_budget, label_tokens)
     # The chunk holding the best statement first, then the others; reading order within each.
     chunk_order = {n: i for i, n in enumerate(dict.fromkeys(pool[i].number for i in chosen))}
     picked = sorted((pool[i] for i in chosen), key=lambda c: (chunk_order[c.number], c.unit.position))
-    used = sum(c.tokens for c in picked)
+    used = sum(c.tokens for c in picked) + sum(label_tokens[n] for n in {c.number for c in picked})
     blocks: list[str] = []
     quotes: dict[int, list[str]] = {}
+    label = ""
     for number in dict.fromkeys(c.number for c in picked):
         mine = [c.unit for c in picked if c.number == number]
 
@@ -161,9 +176,40 @@ def extractive_answer(
             used += cost
             return True
 
+        if labels[number] != label:  # consecutive chunks of one section share its heading
+            label = labels[number]
+            blocks.append(f"### {label}")
         blocks.extend(render(mine, number, with_code=with_code))
         quotes[number] = [u.scoring_text for u in mine]
     return Extract("\n\n".join(blocks), quotes)
+
+
+def _with_examples(
+    pool: list[_Candidate],
+    chosen: list[int],
+    token_budget: int,
+    label_tokens: dict[int, int],
+) -> list[int]:
+    """`chosen` plus the example that directly follows a chosen statement, budget permitting.
+
+    A statement followed by "The following are equivalent:" and code is explained by that code;
+    a how-to answer without it names the tool but not how to use it.
+    """
+    used = sum(pool[i].tokens + 4 for i in chosen)
+    used += sum(label_tokens[n] for n in {pool[i].number for i in chosen})
+    out = list(chosen)
+    for i in chosen:
+        for j, other in enumerate(pool):
+            if (
+                j not in out
+                and other.number == pool[i].number
+                and other.unit.code_required
+                and other.unit.position == pool[i].unit.position + 1
+                and used + other.tokens + 4 <= token_budget
+            ):
+                out.append(j)
+                used += other.tokens + 4
+    return out
 
 
 def _statement_evidence(
@@ -206,10 +252,45 @@ def _statement_evidence(
     return best
 
 
+def section_label(ev: Evidence) -> str:
+    """The heading written above a chunk's quotes: page title and section ("QuerySet API › | (OR)").
+
+    In reference pages the heading is the subject of the sentences under it ("Combines two
+    QuerySets using the SQL OR operator." under "| (OR)"): quoted without it they are fragments.
+    """
+    path = [part for part in dict.fromkeys([ev.title, *ev.heading_path]) if part.strip()]
+    if not path:
+        return page_of(ev.source)
+    return path[0] if len(path) == 1 else f"{path[0]} › {path[-1]}"
+
+
+def _title_similarity(
+    usable: list[tuple[int, Evidence]],
+    question_vector: npt.NDArray[np.float32],
+    embed: Callable[[list[str]], npt.NDArray[np.float32]],
+) -> dict[str, float]:
+    """Per page: the cosine between the question and the page's title (what the page is about).
+
+    Not for the docs' home page: its title names the whole product ("Lumen documentation"), so
+    every question naming the product would be drawn to it.
+    """
+    titles = {page_of(ev.source): ev.title for _, ev in usable if ev.title and not _is_home(ev.source)}
+    if not titles:
+        return {}
+    vectors = embed(list(titles.values()))
+    return {page: float(v @ question_vector) for page, v in zip(titles, vectors, strict=True)}
+
+
+def _is_home(source: str) -> bool:
+    page = page_of(source)
+    return "/" not in page and page.rsplit(".", 1)[0].lower() in ("index", "readme")
+
+
 def _choose_page(
     usable: list[tuple[int, Evidence]],
     statements: dict[int, float],
     fits: dict[int, SectionFit],
+    titles: dict[str, float],
     weights: PageWeights,
 ) -> str | None:
     pages: dict[str, PageCandidate] = {}
@@ -221,10 +302,11 @@ def _choose_page(
         best = statements[number]
         fit = fits[number]
         if known is None:
-            pages[page] = PageCandidate(page, page_kind(ev.source, ev.title), best, fit)
+            kind = page_kind(ev.source, ev.title)
+            pages[page] = PageCandidate(page, kind, best, fit, titles.get(page, 0.0))
         else:
             better = fit if fit.coverage + fit.heading > known.fit.coverage + known.fit.heading else known.fit
-            pages[page] = PageCandidate(page, known.kind, max(best, known.evidence), better)
+            pages[page] = PageCandidate(page, known.kind, max(best, known.evidence), better, known.title)
     chosen = choose_page(list(pages.values()), weights)
     return chosen.page if chosen is not None else None
 
@@ -237,6 +319,7 @@ def _select(
     max_units: int,
     token_budget: int,
     keep_ratio: float,
+    label_tokens: dict[int, int],
 ) -> list[int]:
     best_score = max((s for s, ok in zip(scores, eligible, strict=True) if ok), default=0.0)
     chosen: list[int] = []
@@ -255,6 +338,8 @@ def _select(
         if best < 0 or (chosen and scores[best] < keep_ratio * best_score):
             break
         cost = pool[best].tokens + 4
+        if all(pool[j].number != pool[best].number for j in chosen):
+            cost += label_tokens[pool[best].number]  # the first unit of a section brings its heading
         if chosen and used + cost > token_budget:
             break
         chosen.append(best)

@@ -1,0 +1,143 @@
+"""Which page an extractive answer quotes, and how its quotes are laid out.
+
+Unit tests of `server.answering.pages` (page kinds, the title signal, the normative rule) and of
+`extractive_answer` on written evidence with the bundled model: section headings above quotes,
+the example that follows a chosen statement, a long example kept whole.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from indexer.embedding import Embedder
+from server.answering.extractive import extractive_answer, section_label
+from server.answering.grounding.claims import split_claims
+from server.answering.grounding.evidence import Evidence
+from server.answering.pages import PageCandidate, SectionFit, choose_page, page_kind
+
+FIT = SectionFit(coverage=0.5, heading=0.0, foreign=0.0)
+
+
+@pytest.mark.parametrize(
+    ("source", "title", "kind"),
+    [
+        ("internals/contributing/writing-code/unit-tests.html", "Unit tests", "contributor"),
+        ("contributing.html", "Contributing to Scrapy", "contributor"),
+        ("docs/contribute/index.md", "How to contribute", "contributor"),
+        # `contrib` is where Django keeps its bundled apps: user documentation.
+        ("ref/contrib/admin/actions.html", "Admin actions", "normative"),
+        ("topics/testing/tools.html", "Testing tools", "normative"),
+        ("seps/1234-tasks.mdx", "SEP-1234: Tasks", "proposal"),
+        ("releases/3.2.html", "Django 3.2 release notes", "changelog"),
+    ],
+)
+def test_page_kind_from_path_and_title(source: str, title: str, kind: str) -> None:
+    assert page_kind(source, title) == kind
+
+
+def test_a_contributor_guide_gives_way_to_a_user_page_that_covers_as_much() -> None:
+    contributor = PageCandidate("internals/contributing/unit-tests.html", "contributor", 1.4, FIT)
+    user = PageCandidate("topics/testing/tools.html", "normative", 1.1, FIT)
+    assert choose_page([contributor, user]) == user
+    # ... but not to one that covers less of the question.
+    thin = PageCandidate("topics/testing/tools.html", "normative", 1.1, SectionFit(0.2, 0.0, 0.0))
+    assert choose_page([contributor, thin]) == contributor
+
+
+def test_the_page_whose_title_names_the_subject_wins_a_close_call() -> None:
+    multi_db = PageCandidate("topics/db/multi-db.html", "normative", 1.25, FIT, title=0.05)
+    transactions = PageCandidate("topics/db/transactions.html", "normative", 1.05, FIT, title=0.40)
+    assert choose_page([multi_db, transactions]) == transactions
+    # Clearly better evidence still wins over a title.
+    strong = PageCandidate("topics/db/multi-db.html", "normative", 1.80, FIT, title=0.05)
+    assert choose_page([strong, transactions]) == strong
+
+
+def _evidence(n: int, source: str, title: str, headings: list[str], text: str) -> Evidence:
+    return Evidence(
+        chunk_id=f"c{n}",
+        title=title,
+        heading_path=headings,
+        source=source,
+        text=text,
+        retrieval_score=1.0 / n,
+    )
+
+
+QUERYSETS = _evidence(
+    1,
+    "ref/querysets.html#or",
+    "QuerySet API reference",
+    ["QuerySet API reference", "Operators that return new QuerySets", "OR (|)"],
+    "Combines two QuerySets using the SQL OR operator so that rows matching either filter are "
+    "returned. The following are equivalent:\n\n"
+    "```\nModel.objects.filter(x=1) | Model.objects.filter(y=2)\n"
+    "Model.objects.filter(Q(x=1) | Q(y=2))\n```",
+)
+CSV = _evidence(
+    1,
+    "howto/outputting-csv.html#using-the-python-csv-library",
+    "Outputting CSV with Django",
+    ["Outputting CSV with Django", "Using the Python CSV library"],
+    "Here is an example view that returns a downloadable CSV file built with the csv module:\n\n```\n"
+    + "\n".join(
+        [
+            "import csv",
+            "from django.http import HttpResponse",
+            "",
+            "def some_view(request):",
+            "    response = HttpResponse(",
+            "        content_type='text/csv',",
+            "        headers={'Content-Disposition': 'attachment; filename=\"somefilename.csv\"'},",
+            "    )",
+            "    writer = csv.writer(response)",
+            "    writer.writerow(['First row', 'Foo', 'Bar', 'Baz'])",
+            "    writer.writerow(['Second row', 'A', 'B', 'C', 'Testing', 'Quote'])",
+            "    writer.writerow(['Third row', 'D', 'E', 'F', 'More testing', 'Another quote'])",
+            "    writer.writerow(['Fourth row', 'G', 'H', 'I', 'Yet more', 'And another'])",
+            "    return response",
+        ]
+    )
+    + "\n```",
+)
+
+
+def _answer(embedder: Embedder, question: str, evidence: list[Evidence]) -> str:
+    return extractive_answer(
+        question,
+        evidence,
+        embedder.embed,
+        embedder.count_tokens,
+        max_sentences=4,
+        token_budget=300,
+    ).answer
+
+
+def test_quotes_sit_under_the_heading_of_their_section(embedder: Embedder) -> None:
+    answer = _answer(embedder, "How do I combine two querysets with OR?", [QUERYSETS])
+    first, *rest = answer.split("\n\n")
+    # The heading is the subject of "Combines two QuerySets…": the page title and the section.
+    assert first == "### QuerySet API reference › OR (|)" == "### " + section_label(QUERYSETS)
+    assert any("Combines two QuerySets" in block for block in rest)
+    # Headings are layout, never claims: every sentence is still cited and checked.
+    claims = split_claims(answer)
+    assert [c.text for c in claims if c.kind == "heading"] == [first]
+    assert all(c.citations for c in claims if c.kind == "sentence")
+
+
+def test_the_example_after_a_chosen_statement_comes_along(embedder: Embedder) -> None:
+    answer = _answer(embedder, "How do I combine two querysets with OR?", [QUERYSETS])
+    assert "The following are equivalent [1]:" in answer
+    assert "Model.objects.filter(Q(x=1) | Q(y=2))" in answer
+    assert answer.count("```") == 2
+
+
+def test_a_long_example_is_quoted_whole_with_the_sentence_that_introduces_it(embedder: Embedder) -> None:
+    code = CSV.text.split("\n\n", 1)[1]
+    assert embedder.count_tokens(code) > 120  # longer than the examples quoted before
+    answer = _answer(embedder, "How do I return a downloadable CSV file from a view?", [CSV])
+    assert "example view that returns a downloadable CSV file" in answer
+    assert code in answer
+    assert re.search(r"\[1\]:\n\n```", answer)
