@@ -85,7 +85,8 @@ class _Candidate:
 
 _MIN_UNIT_TERMS = 3
 _MAX_SENTENCE_TOKENS = 90
-_MAX_UNIT_TOKENS = 240  # a list or an item with its nested code (160 cut Django steps like "Modify PASSWORD_HASHERS …")
+# A list, or an item with its nested code: 160 cut Django steps like "Modify PASSWORD_HASHERS …".
+_MAX_UNIT_TOKENS = 240
 _MAX_CODE_TOKENS = 240
 _REDUNDANT = 0.9
 
