@@ -173,6 +173,23 @@ def test_question_about_a_technology_no_source_mentions_abstains(embed: EmbedFn)
     assert "the sources never mention PostgreSQL" in report.reasons
 
 
+def test_a_product_named_only_inside_a_code_example_is_not_mentioned(embed: EmbedFn) -> None:
+    example = SETTINGS.model_copy(
+        update={
+            "text": SETTINGS.text
+            + '\n\nFor example:\n\n```json\n{"name": "postgresql-templates", "dirs": ["pg/"]}\n```'
+        }
+    )
+    answer = "TEMPLATE_DIRS lists the folders that Quill searches for templates, in order [1]."
+    question = "How do I connect Quill to a PostgreSQL database?"
+    report = check(question, answer, [example], embed)
+    assert report.abstain
+    assert "the sources never mention PostgreSQL" in report.reasons
+    # Named in the source's prose, the same product is mentioned.
+    prose = SETTINGS.model_copy(update={"text": SETTINGS.text + " Quill can keep templates in PostgreSQL."})
+    assert "the sources never mention PostgreSQL" not in check(question, answer, [prose], embed).reasons
+
+
 def test_question_naming_an_identifier_no_source_mentions_abstains(embed: EmbedFn) -> None:
     answer = "TEMPLATE_DIRS lists the folders that Quill searches for templates, in order [2]."
     report = check("What does TEMPLATE_STRICT_MODE do?", answer, EVIDENCE, embed)

@@ -11,10 +11,28 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from server.answering.grounding.claims import answer_citations
+from server.answering.grounding.claims import FENCE_OPEN, answer_citations
 from server.answering.grounding.support import Source, clip, scale
-from server.answering.grounding.terms import identifier_in, identifiers, question_terms, term_of
+from server.answering.grounding.terms import (
+    content_terms,
+    identifier_in,
+    identifiers,
+    question_terms,
+    term_of,
+)
 from server.settings import GroundingSettings
+
+
+def prose(text: str) -> str:
+    """`text` without its fenced code blocks."""
+    lines: list[str] = []
+    in_code = False
+    for line in text.splitlines():
+        if FENCE_OPEN.match(line):
+            in_code = not in_code
+        elif not in_code:
+            lines.append(line)
+    return "\n".join(lines)
 
 
 def relevance(
@@ -39,13 +57,18 @@ def relevance(
     scope = [s for s in sources if s.number in cited] or sources
     scope_terms = set().union(*(s.terms for s in scope))
     scope_text = "\n".join(s.text for s in scope)
+    # A product named only inside an example ("kubernetes-manager-mcp" in a JSON manifest) is not
+    # documented by that source: entities are looked for in prose, outside fenced code.
+    prose_text = "\n".join(prose(s.text) for s in scope)
+    prose_terms = content_terms(prose_text)
     terms, entities = question_terms(question)
     entity_stems = {term_of(e) for e in entities}
     total = found = 0.0
     for term in terms:
-        w = settings.entity_weight if term in entity_stems else 1.0
+        entity = term in entity_stems
+        w = settings.entity_weight if entity else 1.0
         total += w
-        found += w if term in scope_terms else 0.0
+        found += w if term in (prose_terms if entity else scope_terms) else 0.0
     code_ids = identifiers(question)
     for ident in code_ids:
         if term_of(ident) not in terms:  # multi-word spans are not among the single-word terms
@@ -53,7 +76,7 @@ def relevance(
             found += settings.entity_weight if identifier_in(ident, scope_text) else 0.0
     coverage = found / total if total else 1.0
     missing_entities = [
-        e for e in entities if not identifier_in(e, scope_text) and term_of(e) not in scope_terms
+        e for e in entities if not identifier_in(e, prose_text) and term_of(e) not in prose_terms
     ]
     if missing_entities:
         reasons.append("the sources never mention " + ", ".join(missing_entities[:5]))
