@@ -155,6 +155,12 @@ def embedding_context(title: str, heading_path: list[str]) -> str:
     return HEADING_SEPARATOR.join([title, *[h for h in heading_path if h != title]])
 
 
+def section_label(title: str, heading_path: list[str]) -> str:
+    """A chunk's short label: the page title and the chunk's own section ("QuerySet API reference › OR (|)")."""
+    headings = [h for h in heading_path if h != title]
+    return HEADING_SEPARATOR.join([title, *headings[-1:]])
+
+
 def stable_chunk_id(collection: str, path: str, heading_path: list[str], ordinal: int) -> str:
     """128-bit hex ID from (collection, path, heading path, ordinal): survives re-indexing."""
     key = "\x1f".join([collection, path, "\x1e".join(heading_path), str(ordinal)])

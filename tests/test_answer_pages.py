@@ -12,7 +12,8 @@ import re
 import pytest
 
 from indexer.embedding import Embedder
-from server.answering.extractive import extractive_answer, section_label
+from indexer.models import section_label
+from server.answering.extractive import extractive_answer
 from server.answering.grounding.claims import split_claims
 from server.answering.grounding.evidence import Evidence
 from server.answering.pages import PageCandidate, SectionFit, choose_page, page_kind
@@ -119,7 +120,11 @@ def test_quotes_sit_under_the_heading_of_their_section(embedder: Embedder) -> No
     answer = _answer(embedder, "How do I combine two querysets with OR?", [QUERYSETS])
     first, *rest = answer.split("\n\n")
     # The heading is the subject of "Combines two QuerySets…": the page title and the section.
-    assert first == "### QuerySet API reference › OR (|)" == "### " + section_label(QUERYSETS)
+    assert (
+        first
+        == "### QuerySet API reference › OR (|)"
+        == "### " + section_label(QUERYSETS.title, QUERYSETS.heading_path)
+    )
     assert any("Combines two QuerySets" in block for block in rest)
     # Headings are layout, never claims: every sentence is still cited and checked.
     claims = split_claims(answer)

@@ -11,7 +11,7 @@ select      greedily, with a redundancy penalty (maximal marginal relevance), st
             `max_sentences` units, the token budget, or when the next unit scores far below the
             best one; then the example ("The following are equivalent:" and its code) that
             directly follows a chosen statement, when the budget allows
-write       in reading order under each section's heading (`section_label`), every unit cited [n]
+write       in reading order under each section's heading (`models.section_label`), every unit cited [n]
             (`units.render`)
 """
 
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from indexer.models import section_label
 from server.answering.grounding.claims import split_claims
 from server.answering.grounding.evidence import Evidence
 from server.answering.grounding.terms import content_terms, identifiers
@@ -89,6 +90,7 @@ _MAX_SENTENCE_TOKENS = 90
 _MAX_UNIT_TOKENS = 240
 _MAX_CODE_TOKENS = 240
 _REDUNDANT = 0.9
+_UNIT_OVERHEAD = 4  # tokens a quoted unit costs beyond its text: its citation marker and separators
 
 
 def extractive_answer(
@@ -153,12 +155,15 @@ def extractive_answer(
     if page is None:
         return Extract("", {})
     eligible = [ok and c.page == page for ok, c in zip(eligible, pool, strict=True)]
-    labels = {number: section_label(ev) for number, ev in usable}
+    # Each chunk's quotes sit under its section's heading: in reference pages the heading is the
+    # subject of the sentences under it ("Combines two QuerySets using the SQL OR operator." under
+    # "OR (|)"), and quoted without it they are fragments.
+    labels = {number: section_label(ev.title, ev.heading_path) for number, ev in usable}
     label_tokens = {number: count_tokens(label) + 2 for number, label in labels.items()}
-    chosen = _select(
+    chosen, used = _select(
         pool, scores, eligible, unit_vectors, max_sentences, token_budget, w.keep_ratio, label_tokens
     )
-    chosen = _with_examples(pool, chosen, token_budget, label_tokens)
+    chosen = _with_examples(pool, chosen, used, token_budget)
     # The chunk holding the best statement first, then the others; reading order within each.
     chunk_order = {n: i for i, n in enumerate(dict.fromkeys(pool[i].number for i in chosen))}
     picked = sorted((pool[i] for i in chosen), key=lambda c: (chunk_order[c.number], c.unit.position))
@@ -185,19 +190,13 @@ def extractive_answer(
     return Extract("\n\n".join(blocks), quotes)
 
 
-def _with_examples(
-    pool: list[_Candidate],
-    chosen: list[int],
-    token_budget: int,
-    label_tokens: dict[int, int],
-) -> list[int]:
-    """`chosen` plus the example that directly follows a chosen statement, budget permitting.
+def _with_examples(pool: list[_Candidate], chosen: list[int], used: int, token_budget: int) -> list[int]:
+    """`chosen` (costing `used` tokens) plus the example that directly follows a chosen statement.
 
     A statement followed by "The following are equivalent:" and code is explained by that code;
-    a how-to answer without it names the tool but not how to use it.
+    a how-to answer without it names the tool but not how to use it. An example is in a chunk
+    already quoted, so it brings no heading of its own.
     """
-    used = sum(pool[i].tokens + 4 for i in chosen)
-    used += sum(label_tokens[n] for n in {pool[i].number for i in chosen})
     out = list(chosen)
     for i in chosen:
         for j, other in enumerate(pool):
@@ -206,10 +205,10 @@ def _with_examples(
                 and other.number == pool[i].number
                 and other.unit.code_required
                 and other.unit.position == pool[i].unit.position + 1
-                and used + other.tokens + 4 <= token_budget
+                and used + other.tokens + _UNIT_OVERHEAD <= token_budget
             ):
                 out.append(j)
-                used += other.tokens + 4
+                used += other.tokens + _UNIT_OVERHEAD
     return out
 
 
@@ -251,18 +250,6 @@ def _statement_evidence(
         score = w.semantic * semantic + w.lexical * lexical + (w.prior + w.pages.rank) * prior + bonus
         best[number] = max(best.get(number, score), score)
     return best
-
-
-def section_label(ev: Evidence) -> str:
-    """The heading written above a chunk's quotes: page title and section ("QuerySet API › | (OR)").
-
-    In reference pages the heading is the subject of the sentences under it ("Combines two
-    QuerySets using the SQL OR operator." under "| (OR)"): quoted without it they are fragments.
-    """
-    path = [part for part in dict.fromkeys([ev.title, *ev.heading_path]) if part.strip()]
-    if not path:
-        return page_of(ev.source)
-    return path[0] if len(path) == 1 else f"{path[0]} › {path[-1]}"
 
 
 def _title_similarity(
@@ -321,7 +308,8 @@ def _select(
     token_budget: int,
     keep_ratio: float,
     label_tokens: dict[int, int],
-) -> list[int]:
+) -> tuple[list[int], int]:
+    """The units to quote, greedily by score less redundancy, and the tokens they cost."""
     best_score = max((s for s, ok in zip(scores, eligible, strict=True) if ok), default=0.0)
     chosen: list[int] = []
     used = 0
@@ -338,11 +326,11 @@ def _select(
                 best, best_value = index, value
         if best < 0 or (chosen and scores[best] < keep_ratio * best_score):
             break
-        cost = pool[best].tokens + 4
+        cost = pool[best].tokens + _UNIT_OVERHEAD
         if all(pool[j].number != pool[best].number for j in chosen):
             cost += label_tokens[pool[best].number]  # the first unit of a section brings its heading
         if chosen and used + cost > token_budget:
             break
         chosen.append(best)
         used += cost
-    return chosen
+    return chosen, used

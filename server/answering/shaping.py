@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel
 
+from indexer.models import section_label
 from server.answering.context import Retrieved
 from server.answering.coverage import term_coverage
 from server.answering.grounding.evidence import Evidence
@@ -159,9 +160,7 @@ def sources_to_read(candidates: Sequence[Candidate]) -> str:
         chunk = candidate.chunk
         if guards.screen(chunk.text):
             continue
-        headings = [h for h in chunk.heading_path if h != chunk.title]
-        label = " › ".join([chunk.title, *headings[-1:]])
-        line = f"- {label} ({chunk.source})"
+        line = f"- {section_label(chunk.title, chunk.heading_path)} ({chunk.source})"
         if line not in lines:
             lines.append(line)
         if len(lines) >= ABSTENTION_SOURCES:
