@@ -146,3 +146,52 @@ def test_a_long_example_is_quoted_whole_with_the_sentence_that_introduces_it(emb
     assert "example view that returns a downloadable CSV file" in answer
     assert code in answer
     assert re.search(r"\[1\]:\n\n```", answer)
+
+
+def test_the_section_that_covers_more_of_the_question_wins_a_close_call() -> None:
+    thin = PageCandidate("ref/a.html", "normative", 1.10, SectionFit(0.3, 0.0, 0.0))
+    covering = PageCandidate("ref/b.html", "normative", 1.05, SectionFit(0.8, 0.0, 0.0))
+    assert choose_page([thin, covering]) == covering
+
+
+HASHERS = "\n".join(
+    [
+        "   ```",
+        "   PASSWORD_HASHERS = [",
+        *[
+            f"       'django.contrib.auth.hashers.{name}',"
+            for name in (
+                "Argon2PasswordHasher",
+                "PBKDF2PasswordHasher",
+                "PBKDF2SHA1PasswordHasher",
+                "BCryptSHA256PasswordHasher",
+                "ScryptPasswordHasher",
+                "MD5PasswordHasher",
+            )
+        ],
+        "   ]",
+        "   ```",
+    ]
+)
+ARGON2 = _evidence(
+    1,
+    "topics/auth/passwords.html#using-argon2-with-django",
+    "Password management in Django",
+    ["Password management in Django", "Using Argon2 with Django"],
+    "To use Argon2 as your default storage algorithm, do the following:\n\n"
+    "1. Install the argon2-cffi library, for example with pip install argon2-cffi, in the "
+    "environment that runs the project and its tests.\n"
+    "2. Modify PASSWORD_HASHERS to list Argon2PasswordHasher first. That is, in your settings "
+    "file you would put:\n\n" + HASHERS + "\n\n"
+    "   Keep or remove the other entries depending on whether existing passwords must still be "
+    "checked.\n"
+    "3. Run the test suite again so that every test hashes with the new algorithm from now on.",
+)
+
+
+def test_a_list_item_with_its_nested_code_is_quoted_whole_up_to_240_tokens(embedder: Embedder) -> None:
+    item = ARGON2.text.split("\n2. ", 1)[1].split("\n3. ", 1)[0]
+    assert 160 < embedder.count_tokens(item) <= 240  # longer than the items quoted before
+    answer = _answer(embedder, "How do I make Django hash passwords with Argon2 by default?", [ARGON2])
+    assert "Modify PASSWORD_HASHERS to list Argon2PasswordHasher first" in answer
+    assert HASHERS in answer
