@@ -105,6 +105,14 @@ class EmbeddingSettings(Section):
             "so an index built on a GPU is served on a CPU and back."
         ),
     )
+    query_precision: Literal["model", "int8"] = Field(
+        default="model",
+        description=(
+            "model: search queries run the model as published; int8 (needs the `int8` extra): an int8 copy "
+            "on the CPU, about 0.7x the CPU per query, vectors within a cosine of 0.99 but some first hits "
+            "move (docs/benchmarks.md). Documents and answers always use the model as published."
+        ),
+    )
     query_cache_size: int = Field(
         default=1024, ge=0, le=1_000_000, description="Recent search queries whose vectors are kept (0: off)."
     )

@@ -22,7 +22,9 @@ from pydantic import BaseModel
 from tokenizers import Tokenizer
 
 Vectors = npt.NDArray[np.float32]
-InputKind = Literal["query", "passage"]
+# "query" may run a faster approximation of the model (`embedding.query_precision`); "exact_query"
+# is the model as published, for callers whose decisions hang on small cosine differences.
+InputKind = Literal["query", "exact_query", "passage"]
 SEQUENTIAL_COUNT_MAX = 64
 # Token counts of space-separated words, kept for this many distinct words (then started afresh).
 WORD_COUNT_CACHE_SIZE = 262_144
@@ -75,7 +77,7 @@ class Embedder(ABC):
         )
         # Words (cut at spaces) and their token counts: see `count_tokens`.
         self._word_tokens: dict[str, int] = {}
-        self._query_cache: OrderedDict[str, Vectors] = OrderedDict()
+        self._query_cache: OrderedDict[tuple[InputKind, str], Vectors] = OrderedDict()
         self._query_cache_size = query_cache_size
         self.query_cache_hits = 0
         self.query_prefix = query_prefix
@@ -112,7 +114,7 @@ class Embedder(ABC):
     def _embed(self, texts: Sequence[str], kind: InputKind) -> Vectors:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        prefix = self.query_prefix if kind == "query" else self.passage_prefix
+        prefix = self.passage_prefix if kind == "passage" else self.query_prefix
         rows = self._embed_texts([prefix + t for t in texts] if prefix else list(texts), kind)
         with self._stats_lock:
             self.texts_embedded += len(texts)
@@ -128,29 +130,32 @@ class Embedder(ABC):
         """L2-normalised float32 rows for texts the index stores, in order."""
         return self._embed(texts, "passage")
 
-    def embed_queries(self, texts: Sequence[str]) -> Vectors:
+    def embed_queries(self, texts: Sequence[str], *, exact: bool = False) -> Vectors:
         """L2-normalised float32 rows for search queries, in order, through a small LRU of vectors.
 
-        The returned matrix is a fresh copy, so callers may not corrupt the cache.
+        `exact` asks for the model as published even where searches run a faster approximation
+        of it (`embedding.query_precision`). The returned matrix is a fresh copy, so callers may
+        not corrupt the cache.
         """
+        kind: InputKind = "exact_query" if exact else "query"
         rows: list[Vectors | None] = []
         missing: list[str] = []
         with self._stats_lock:
             for text in texts:
-                row = self._query_cache.get(text)
+                row = self._query_cache.get((kind, text))
                 if row is not None:
-                    self._query_cache.move_to_end(text)
+                    self._query_cache.move_to_end((kind, text))
                     self.query_cache_hits += 1
                 else:
                     missing.append(text)
                 rows.append(row)
         if missing:
             unique = list(dict.fromkeys(missing))
-            fresh = dict(zip(unique, self._embed(unique, "query"), strict=True))
+            fresh = dict(zip(unique, self._embed(unique, kind), strict=True))
             with self._stats_lock:
                 for text, row in fresh.items():
-                    self._query_cache[text] = row
-                    self._query_cache.move_to_end(text)
+                    self._query_cache[(kind, text)] = row
+                    self._query_cache.move_to_end((kind, text))
                 # Agents repeat and page through the same queries; 0 turns the cache off.
                 while len(self._query_cache) > self._query_cache_size:
                     self._query_cache.popitem(last=False)

@@ -17,6 +17,7 @@ import structlog
 from indexer.embedding.base import Embedder, InputKind, Vectors
 from indexer.embedding.offline import assemble_offline_model
 from indexer.embedding.profiles import profile_for
+from indexer.embedding.query_int8 import int8_query_model
 from indexer.errors import EmbeddingModelUnavailable
 from indexer.settings import DEFAULT_MODEL, EmbeddingSettings
 
@@ -50,7 +51,12 @@ class FastembedEmbedder(Embedder):
         # measured here as twice the CPU per query (9.2 ms against 4.7 ms) for the same latency under
         # concurrent load. Built on first use: the indexer never needs it.
         self._query_kwargs = {**kwargs, "threads": 1}
-        self._query_model: Any = None
+        self._models_dir = models_dir
+        self._model_dir = Path(model_dir) if model_dir is not None else None
+        # One-thread sessions by model directory: "query" runs the int8 copy where there is one,
+        # "exact_query" (and "query" without a copy) the model as published.
+        self._query_sessions: dict[str, Any] = {}
+        self._session_of_kind: dict[InputKind, Any] = {}
         self._query_lock = threading.Lock()
         inner: Any = self._model.model
         self.dimension = int(inner.model_description.dim)
@@ -65,20 +71,56 @@ class FastembedEmbedder(Embedder):
         )
 
     def warm_queries(self) -> None:
-        if self._query_model is None:
-            from fastembed import TextEmbedding
+        self._query_session("query")
+        self._query_session("exact_query")
 
-            with self._query_lock:
-                if self._query_model is None:
-                    self._query_model = _load(TextEmbedding, self.settings.model, self._query_kwargs)
+    def _query_session(self, kind: InputKind) -> Any:
+        ready = self._session_of_kind.get(kind)
+        if ready is not None:  # the common case: no lock on the hot path
+            return ready
+        with self._query_lock:
+            if kind in self._session_of_kind:
+                return self._session_of_kind[kind]
+            kwargs = {**self._query_kwargs}
+            int8_dir = self._int8_query_dir() if kind == "query" else None
+            if int8_dir is not None:
+                kwargs["specific_model_path"] = str(int8_dir)
+            key = str(kwargs.get("specific_model_path") or kwargs.get("cache_dir"))
+            session = self._query_sessions.get(key)
+            if session is None:
+                from fastembed import TextEmbedding
+
+                session = _load(TextEmbedding, self.settings.model, kwargs)
+                self._query_sessions[key] = session
+            self._session_of_kind[kind] = session
+            return session
+
+    def _int8_query_dir(self) -> Path | None:
+        """The int8 query copy when `embedding.query_precision` asks for it and it can be made.
+
+        Only on the CPU (GPU kernels gain nothing from it) and only for a model whose files are
+        known here (the bundled one or `model_dir`); any other keeps the model as published."""
+        on_cpu = not self.settings.providers or self.settings.providers == ["CPUExecutionProvider"]
+        if self.settings.query_precision != "int8" or not on_cpu or self._model_dir is None:
+            return None
+        try:
+            return int8_query_model(self._model_dir, self._models_dir)
+        except ModuleNotFoundError as error:
+            log.warning(
+                "query_model_not_quantized",
+                model=self.model_id,
+                reason=f"{error.name} is not installed: pip install 'docgate[int8]'",
+            )
+            return None
+        except Exception as error:  # the quantiser raises anything for graphs it cannot convert
+            log.warning("query_model_not_quantized", model=self.model_id, reason=str(error)[:200])
+            return None
 
     def _embed_texts(self, texts: Sequence[str], kind: InputKind) -> Vectors:
-        if kind == "query":
-            self.warm_queries()
+        if kind != "passage":
+            session = self._query_session(kind)
             # batch_size=1: no padding, and the same arithmetic whatever else is being searched.
-            return np.asarray(
-                list(self._query_model.query_embed(list(texts), batch_size=1)), dtype=np.float32
-            )
+            return np.asarray(list(session.query_embed(list(texts), batch_size=1)), dtype=np.float32)
         # Batches are padded to their longest text: embedding in length order cuts the padding the
         # model computes on from about a third of all tokens to a few percent. Rows go back in order.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))

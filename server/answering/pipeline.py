@@ -245,6 +245,7 @@ class Answerer:
             version=version,
             depth=self.answer_settings.depth,
             view=view,
+            exact_vectors=True,
         )
         evidence, used, flagged = select_context(
             result.candidates,

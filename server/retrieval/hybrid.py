@@ -54,6 +54,9 @@ class RetrievalQuery:
     # Labels each collection reads (resolved by `versions.resolve_scope`); replaces `version` when set.
     versions: Mapping[str, tuple[str, ...]] | None = None
     code_only: bool = False
+    # The model as published for the query vector (`Embedder.embed_queries(exact=True)`): for
+    # answers, whose page choice hangs on small cosine differences; searches take the fast copy.
+    exact_vectors: bool = False
 
     def filter_for(self, collection: str) -> ChunkFilter:
         """The engine filter of one collection: each collection may read different version labels."""
@@ -228,7 +231,7 @@ def retrieve(
         # default only the original is embedded; `dense_rewrites` embeds every phrasing in one batch.
         dense_texts = variants if settings.dense_rewrites else variants[:1]
         t0 = time.perf_counter()
-        lists.vectors = _embed_queries(embedder, dense_texts, mode, degraded)
+        lists.vectors = _embed_queries(embedder, dense_texts, mode, degraded, query.exact_vectors)
         timer.span("embed", t0)
         t0 = time.perf_counter()
         ranked.extend(lists.dense(limit))
@@ -263,10 +266,12 @@ def retrieve(
     )
 
 
-def _embed_queries(embedder: Embedder, texts: list[str], mode: Mode, degraded: list[str]) -> Vectors | None:
+def _embed_queries(
+    embedder: Embedder, texts: list[str], mode: Mode, degraded: list[str], exact: bool
+) -> Vectors | None:
     """Query vectors, or None when a remote embedding service failed and keyword results must do."""
     try:
-        return embedder.embed_queries(texts)
+        return embedder.embed_queries(texts, exact=exact)
     except EmbeddingServiceFailed as error:
         if mode == "dense":
             raise IndexUnavailable(f"semantic search is unavailable: {error}") from None

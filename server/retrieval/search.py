@@ -31,6 +31,7 @@ def retrieve_in(
     depth: int,
     mode: Mode = "hybrid",
     rewrites: bool | None = None,
+    exact_vectors: bool = False,
 ) -> RetrievalResult:
     """Hybrid retrieval over a resolved scope (its collections, version labels, path and code filters)."""
     return retrieve(
@@ -42,6 +43,7 @@ def retrieve_in(
             path_prefix=scope.path_prefix,
             versions=scope.versions,
             code_only=scope.code_only,
+            exact_vectors=exact_vectors,
         ),
         embedder,
         settings,

@@ -146,14 +146,24 @@ class DocService:
         view: CatalogView | None = None,
         scope: Scope | None = None,
         code_only: bool = False,
+        exact_vectors: bool = False,
     ) -> tuple[RetrievalResult, CatalogView]:
-        """Candidates for `query`; pass an already resolved `scope` to skip resolving it again."""
+        """Candidates for `query`; pass an already resolved `scope` to skip resolving it again.
+
+        `exact_vectors`: embed the query with the model as published (see `RetrievalQuery`)."""
         if scope is None:
             scope = self.resolve(
                 access, collections, version, path_prefix=path_prefix, view=view, code_only=code_only
             )
         result = retrieve_in(
-            scope, query, self.embedder, self.settings.retrieval, depth=depth, mode=mode, rewrites=rewrites
+            scope,
+            query,
+            self.embedder,
+            self.settings.retrieval,
+            depth=depth,
+            mode=mode,
+            rewrites=rewrites,
+            exact_vectors=exact_vectors,
         )
         return result, scope.view
 
