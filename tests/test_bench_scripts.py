@@ -128,3 +128,22 @@ def test_remote_benchmark_reports_both_paths_and_the_rerank_cost(tmp_path: Path)
     # The stage sleeps 30 ms per search, so the reranked series cannot be faster by that much.
     assert search["latency"]["with_rerank"]["p50_ms"] > search["latency"]["without_rerank"]["p50_ms"]
     assert set(report["targets_met"]) == {"remote_build", "rerank_cost"}
+
+
+def test_query_int8_benchmark_reports_both_sessions_and_their_agreement(tmp_path: Path) -> None:
+    out = tmp_path / "reports" / "query_int8.json"
+    questions = tmp_path / "questions.jsonl"
+    asked = ["How do I cache a view?", "where does the build cache live", "How do I cancel a request?"]
+    questions.write_text("".join(json.dumps({"question": q}) + "\n" for q in asked), encoding="utf-8")
+
+    completed = run_script(
+        "bench_query_int8.py", "--questions", str(questions), "--rounds", "2", "--out", str(out)
+    )
+
+    report = read_report(out)
+    assert "ms of CPU per query" in completed.stdout
+    assert report["questions"] == 3
+    assert all(len(series) == 2 for series in report["cpu_ms_per_query"].values())
+    assert report["ratio_int8_to_published"] > 0
+    assert 0.98 <= report["cosine"]["min"] <= report["cosine"]["mean"] < 1.0
+    assert set(report["targets_met"]) == {"cpu_ratio_le_0_8", "cosine_min_ge_0_98"}
