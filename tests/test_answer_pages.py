@@ -16,7 +16,7 @@ from indexer.models import section_label
 from server.answering.extractive import extractive_answer
 from server.answering.grounding.claims import split_claims
 from server.answering.grounding.evidence import Evidence
-from server.answering.pages import PageCandidate, SectionFit, choose_page, page_kind
+from server.answering.pages import PageCandidate, SectionFit, choose_page, page_kind, pointed_page
 
 FIT = SectionFit(coverage=0.5, heading=0.0, foreign=0.0)
 
@@ -195,3 +195,52 @@ def test_a_list_item_with_its_nested_code_is_quoted_whole_up_to_240_tokens(embed
     answer = _answer(embedder, "How do I make Django hash passwords with Argon2 by default?", [ARGON2])
     assert "Modify PASSWORD_HASHERS to list Argon2PasswordHasher first" in answer
     assert HASHERS in answer
+
+
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        ("See Deploying widgets for ways to serve widgets in production.", "howto/deploying.html"),
+        ("For the full list, see the Widget settings reference.", "ref/settings.html"),
+        ("Widgets are cached; refer to Deploying widgets behind a CDN.", "howto/deploying.html"),
+        # A one-word title could be anything ("See Tasks"), a title that only starts alike is not it.
+        ("See Tasks for the details.", None),
+        ("See Deploying widgetsmith for the details.", None),
+        ("Deploying widgets is covered elsewhere.", None),  # names the page without sending the reader
+    ],
+)
+def test_a_statement_points_to_a_retrieved_page_by_its_title(statement: str, expected: str | None) -> None:
+    titles = {
+        "howto/deploying.html": "Deploying widgets",
+        "ref/settings.html": "Widget settings reference",
+        "topics/tasks.html": "Tasks",
+    }
+    assert pointed_page(statement, titles) == expected
+
+
+WIDGET_OVERVIEW = _evidence(
+    1,
+    "howto/widgets/index.html#configuring-widgets",
+    "Managing widgets",
+    ["Managing widgets", "Configuring widgets"],
+    "Widgets are files the browser loads next to each page while you develop the site. "
+    "See Deploying widgets for proper strategies to serve widgets in production environments.",
+)
+WIDGET_DEPLOYMENT = _evidence(
+    2,
+    "howto/widgets/deployment.html#serving-widgets",
+    "Deploying widgets",
+    ["Deploying widgets", "Serving widgets"],
+    "Run the gatherwidgets command to copy every widget into WIDGET_ROOT, then configure your web "
+    "server to serve the files in WIDGET_ROOT under the URL WIDGET_URL.",
+)
+
+
+def test_the_answer_follows_the_docs_pointer_to_a_retrieved_page(embedder: Embedder) -> None:
+    question = "How do I get my widgets served in production?"
+    answer = _answer(embedder, question, [WIDGET_OVERVIEW, WIDGET_DEPLOYMENT])
+    assert "gatherwidgets" in answer and "WIDGET_ROOT" in answer
+    assert "See Deploying widgets" not in answer
+    # Without the page it points to, the pointer is still the best the overview has to say.
+    alone = _answer(embedder, question, [WIDGET_OVERVIEW])
+    assert "See Deploying widgets for proper strategies" in alone

@@ -35,6 +35,7 @@ from server.answering.pages import (
     choose_page,
     page_kind,
     page_of,
+    pointed_page,
 )
 from server.answering.units import Unit, render, rows_as_statements, units
 
@@ -146,12 +147,14 @@ def extractive_answer(
             and candidate.tokens <= token_budget
         )
 
-    statements = _statement_evidence(keys, usable, question_vector, embed, count_tokens, w)
+    statements, best_texts = _statement_evidence(keys, usable, question_vector, embed, count_tokens, w)
     # Only a page with something quotable can be chosen.
     quotable = {c.number for c, ok in zip(pool, eligible, strict=True) if ok}
     statements = {n: v for n, v in statements.items() if n in quotable}
     titles = _title_similarity(usable, question_vector, embed)
     page = _choose_page(usable, statements, fits, titles, w.pages)
+    if page is not None:
+        page = followed_pointer(page, usable, statements, best_texts)
     if page is None:
         return Extract("", {})
     eligible = [ok and c.page == page for ok, c in zip(eligible, pool, strict=True)]
@@ -219,8 +222,9 @@ def _statement_evidence(
     embed: Callable[[list[str]], npt.NDArray[np.float32]],
     count_tokens: Callable[[str], int],
     w: ExtractiveWeights,
-) -> dict[int, float]:
-    """Per chunk: its best single sentence (or list item) plus the chunk's rank prior.
+) -> tuple[dict[int, float], dict[int, str]]:
+    """Per chunk: the score of its best single sentence (or list item) plus the chunk's rank
+    prior, and that sentence.
 
     Pages are judged on single statements, not on the units quoted: a unit's lead-in and list
     dilute its similarity to the question, and judged by units the chosen page was an expected
@@ -236,10 +240,11 @@ def _statement_evidence(
             ):
                 texts.append((number, rank, claim.text))
     if not texts:
-        return {}
+        return {}, {}
     vectors = embed([t for _, _, t in texts])
     cosines = vectors @ question_vector
     best: dict[int, float] = {}
+    best_text: dict[int, str] = {}
     for (number, rank, text), cosine in zip(texts, cosines, strict=True):
         semantic = min(1.0, max(0.0, (float(cosine) - 0.1) / 0.6))
         lexical = keys.coverage(content_terms(text), text)
@@ -248,8 +253,9 @@ def _statement_evidence(
             bonus += w.code_bonus
         prior = 1.0 / (1.0 + 0.3 * rank)
         score = w.semantic * semantic + w.lexical * lexical + (w.prior + w.pages.rank) * prior + bonus
-        best[number] = max(best.get(number, score), score)
-    return best
+        if number not in best or score > best[number]:
+            best[number], best_text[number] = score, text
+    return best, best_text
 
 
 def _title_similarity(
@@ -297,6 +303,27 @@ def _choose_page(
             pages[page] = PageCandidate(page, known.kind, max(best, known.evidence), better, known.title)
     chosen = choose_page(list(pages.values()), weights)
     return chosen.page if chosen is not None else None
+
+
+def followed_pointer(
+    page: str, usable: list[tuple[int, Evidence]], statements: dict[int, float], best_texts: dict[int, str]
+) -> str:
+    """`page`, or the retrieved page that the best statement of one of its sections points to
+    (`pages.pointed_page`), the best-scored section first."""
+    mine = sorted(
+        (n for n, ev in usable if n in statements and page_of(ev.source) == page),
+        key=lambda n: -statements[n],
+    )
+    others = {
+        page_of(ev.source): ev.title
+        for n, ev in usable
+        if n in statements and page_of(ev.source) != page and ev.title and not _is_home(ev.source)
+    }
+    for number in mine:
+        target = pointed_page(best_texts.get(number, ""), others)
+        if target is not None:
+            return target
+    return page
 
 
 def _select(

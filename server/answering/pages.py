@@ -19,6 +19,11 @@ longer code examples of the extractive backend); coverage weight 0.2 then raised
 Django unchanged. The heading weight is 0: added to the page score, 0.2 lowered Django precision
 (0.70 → 0.65). Coverage also decides the normative rule.
 
+When the chosen page's best statement sends the reader elsewhere ("See Deploying static files for
+proper strategies to serve static files in production") and the page it names by title is among
+the retrieved ones, the answer comes from that page: the docs' own pointer outranks any score
+(Django: the static files overview's pointer to its deployment page).
+
 Normative pages (reference, guides, the specification) come before proposals, changelogs,
 release notes and contributor guides (`internals/`, `contributing/`: written for people who
 develop the documented project, not for its users) when both match: a supplementary page is
@@ -28,7 +33,7 @@ chosen only when no normative page's best section covers as many of the question
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -49,6 +54,9 @@ _PROPOSAL_PATH = re.compile(
 _PROPOSAL_TITLE = re.compile(r"^(?:SEP|PEP|RFC)[- ]?\d+", re.IGNORECASE)
 # Pages for people who develop the documented project itself, not for its users.
 _CONTRIBUTOR_PATH = re.compile(r"(?:^|/)(?:internals|contributing|contribute)(?:/|\.|$)", re.IGNORECASE)
+# "See <page title> for …", "…; refer to the <page title>": where the docs send the reader.
+_POINTER = re.compile(r"(?:^|[,;:(]\s*)(?:see|refer to)\s+(?:the\s+)?(?P<target>[^.;:()]+)", re.IGNORECASE)
+_MIN_POINTER_TITLE_WORDS = 2  # "See Tasks" could mean anything; "See Deploying static files" cannot
 # Two stems name the same thing when one extends the other ("cancel", "cancellation").
 _MIN_SHARED_PREFIX = 5
 
@@ -178,6 +186,22 @@ def choose_page(pages: Sequence[PageCandidate], weights: PageWeights | None = No
         if normative:
             chosen = max(normative, key=total)
     return chosen
+
+
+def pointed_page(statement: str, titles: Mapping[str, str]) -> str | None:
+    """The page among `titles` (page → title) that `statement` sends the reader to by its title,
+    or None: "See Deploying static files for …" names the page titled "Deploying static files"."""
+    for match in _POINTER.finditer(statement):
+        target = " ".join(match.group("target").lower().split())
+        named = [
+            page
+            for page, title in titles.items()
+            if len(title.split()) >= _MIN_POINTER_TITLE_WORDS
+            and re.match(re.escape(" ".join(title.lower().split())) + r"\b", target)
+        ]
+        if named:
+            return max(named, key=lambda page: len(titles[page]))  # the most specific title
+    return None
 
 
 def _has(terms: set[str], term: str) -> bool:
