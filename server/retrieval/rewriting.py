@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
+from functools import lru_cache
 
 from indexer.text import PLACEHOLDER, QUESTION_WORDS, fold_text, identifiers
 from indexer.text.analysis import is_content_word
@@ -33,8 +34,12 @@ QUESTION_LEAD = re.compile(
 _TOKEN = re.compile(r"`[^`]+`|\d+(?:\.\d+)+|\w+", re.UNICODE)
 
 
+@lru_cache(maxsize=4096)
 def keyword_form(query: str) -> str:
     """`How do I make a field optional in a model?` → `field optional model`.
+
+    Cached: a search asks for it twice (its own rewrite, then the rewrite with feedback terms),
+    and agents page through and repeat their queries.
 
     Identifiers stay verbatim (`select_related`, `__init__`, `tools/call`); other words are kept
     in their original spelling, lowercased, unless they are stopwords or question words by the
