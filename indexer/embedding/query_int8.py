@@ -3,7 +3,7 @@
 ONNX Runtime runs a model whose weights are stored as int8 (the bundled one) by folding them back
 to float32 when it loads: every query then pays float32 matrix products. Dynamically quantised
 (`MatMulInteger`: int8 weights per output channel, activations quantised per call), the same
-model embeds a query in about 0.7x the CPU time on x86 CPUs with VNNI, and its vectors stay within
+model embeds a query in about 0.7x the CPU time (an AVX2 CPU without VNNI), and its vectors stay within
 a cosine of 0.99 of the float ones (`scripts/bench_query_int8.py`). Not the default: a cosine of
 0.996 still moves first hits whose margin is that thin (Scrapy FAQ MRR@10 0.779 -> 0.743, while
 Django gained 0.011; docs/benchmarks.md). Documents are always embedded by the model as published,
