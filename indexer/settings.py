@@ -108,9 +108,10 @@ class EmbeddingSettings(Section):
     query_precision: Literal["model", "int8"] = Field(
         default="model",
         description=(
-            "model: search queries run the model as published; int8 (needs the `int8` extra): an int8 copy "
-            "on the CPU, about 0.7x the CPU per query, vectors within a cosine of 0.99 but some first hits "
-            "move (docs/benchmarks.md). Documents and answers always use the model as published."
+            "model: search queries run the model as published; int8 (needs the `int8` extra; the bundled "
+            "model or model_dir, on the CPU): an int8 copy, about 0.7x the CPU per query, vectors within a "
+            "cosine of 0.99 but some first hits move (docs/benchmarks.md). Documents and answers always use "
+            "the model as published."
         ),
     )
     query_cache_size: int = Field(

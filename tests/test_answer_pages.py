@@ -202,10 +202,15 @@ def test_a_list_item_with_its_nested_code_is_quoted_whole_up_to_240_tokens(embed
     [
         ("See Deploying widgets for ways to serve widgets in production.", "howto/deploying.html"),
         ("For the full list, see the Widget settings reference.", "ref/settings.html"),
-        ("Widgets are cached; refer to Deploying widgets behind a CDN.", "howto/deploying.html"),
-        # A one-word title could be anything ("See Tasks"), a title that only starts alike is not it.
+        ("Widgets are cached; refer to Deploying widgets.", "howto/deploying.html"),
+        ("See also Deploying widgets.", "howto/deploying.html"),
+        ("See Managing widgets (e.g. buttons, menus) for the basics.", "howto/index.html"),
+        # A one-word title could be anything ("See Tasks"); a title that goes on, or only starts
+        # alike, names another thing ("Widget settings" is not "Widget settings reference").
         ("See Tasks for the details.", None),
         ("See Deploying widgetsmith for the details.", None),
+        ("Widgets are cached; refer to Deploying widgets behind a CDN.", None),
+        ("See Managing widgets settings for the list.", None),
         ("Deploying widgets is covered elsewhere.", None),  # names the page without sending the reader
     ],
 )
@@ -214,6 +219,8 @@ def test_a_statement_points_to_a_retrieved_page_by_its_title(statement: str, exp
         "howto/deploying.html": "Deploying widgets",
         "ref/settings.html": "Widget settings reference",
         "topics/tasks.html": "Tasks",
+        "howto/index.html": "Managing widgets (e.g. buttons, menus)",
+        "howto/short.html": "Managing widgets",
     }
     assert pointed_page(statement, titles) == expected
 
@@ -241,6 +248,11 @@ def test_the_answer_follows_the_docs_pointer_to_a_retrieved_page(embedder: Embed
     answer = _answer(embedder, question, [WIDGET_OVERVIEW, WIDGET_DEPLOYMENT])
     assert "gatherwidgets" in answer and "WIDGET_ROOT" in answer
     assert "See Deploying widgets" not in answer
-    # Without the page it points to, the pointer is still the best the overview has to say.
+    # Without the page it points to, the pointer is still the best the overview has to say; and a
+    # pointer to a contributor guide is not followed past the normative rule.
     alone = _answer(embedder, question, [WIDGET_OVERVIEW])
     assert "See Deploying widgets for proper strategies" in alone
+    internal = WIDGET_DEPLOYMENT.model_copy(update={"source": "internals/deploying-widgets.html"})
+    assert "See Deploying widgets for proper strategies" in _answer(
+        embedder, question, [WIDGET_OVERVIEW, internal]
+    )

@@ -14,7 +14,7 @@ import pytest
 
 from indexer.embedding import Embedder, load_embedder
 from indexer.embedding import local as local_embedding
-from indexer.embedding.query_int8 import MODEL_FILE, file_digest, int8_query_model
+from indexer.embedding.query_int8 import MODEL_FILE, copy_key, int8_query_model
 from indexer.settings import EmbeddingSettings
 from server.answering.pipeline import Answerer
 from server.retrieval.service import Access
@@ -85,8 +85,12 @@ def test_the_copy_is_made_once_beside_the_model_and_shared(model_dir: Path, tmp_
     stamp = (copy / MODEL_FILE).stat().st_mtime_ns
     assert int8_query_model(source, data_models) == copy
     assert (copy / MODEL_FILE).stat().st_mtime_ns == stamp  # reused, not rebuilt
-    # Keyed by the model file's content: another file never reuses this copy.
-    assert copy.name == f"mini.query-int8-{file_digest(source / MODEL_FILE)[:16]}"
+    # Keyed by what it is made from: a changed model file, companion file or recipe never reuses it.
+    assert copy.name == f"mini.query-int8-{copy_key(source)}"
+    key = copy_key(source)
+    config = source / "tokenizer_config.json"
+    config.write_text(config.read_text(encoding="utf-8").replace('"max_length": 256', '"max_length": 128'))
+    assert copy_key(source) != key
 
 
 def test_a_read_only_model_folder_puts_the_copy_under_the_data_dir(
@@ -157,3 +161,46 @@ def test_answers_retrieve_with_the_published_model_and_searches_with_the_copy(
     answerer = Answerer(service.settings, service, embedder)
     answerer.retrieve_context(EVERYONE, "where does the build cache live")
     assert asked == [False, True]
+
+
+def test_a_copy_that_does_not_load_keeps_the_published_model(
+    model_dir: Path,
+    embedder: Embedder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    broken = tmp_path / "broken-copy"
+    shutil.copytree(model_dir, broken)
+    (broken / MODEL_FILE).write_bytes(b"not a model")  # made by another runtime, or damaged
+    monkeypatch.setattr(local_embedding, "int8_query_model", lambda model, models: broken)
+    fallback = load_embedder(
+        EmbeddingSettings(model_dir=model_dir, query_precision="int8", batch_size=6), model_dir.parent
+    )
+    fallback.warm_queries()  # the server starts
+    assert not fallback.approximates_queries
+    assert np.allclose(fallback.embed_queries(QUESTIONS), embedder.embed_queries(QUESTIONS), atol=1e-6)
+    assert "does not load" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("settings", "said"),
+    [
+        ({"providers": ["CUDAExecutionProvider"]}, "not the CPU alone"),
+        ({"model_dir": None, "model": "BAAI/bge-small-en-v1.5"}, "only the bundled model"),
+    ],
+)
+def test_int8_that_cannot_apply_says_why(
+    model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    settings: dict[str, Any],
+    said: str,
+) -> None:
+    embedder = object.__new__(local_embedding.FastembedEmbedder)  # only the decision, no model loaded
+    embedder.settings = EmbeddingSettings(query_precision="int8", **{"model_dir": model_dir, **settings})
+    embedder.model_id = embedder.settings.model
+    embedder._model_dir = embedder.settings.model_dir
+    embedder._models_dir = model_dir.parent
+    assert embedder._int8_query_dir() is None
+    assert said in capsys.readouterr().out

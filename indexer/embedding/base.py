@@ -137,7 +137,8 @@ class Embedder(ABC):
         of it (`embedding.query_precision`). The returned matrix is a fresh copy, so callers may
         not corrupt the cache.
         """
-        kind: InputKind = "exact_query" if exact else "query"
+        # Without an approximation both kinds are the same vectors: one cache entry, one call.
+        kind: InputKind = "exact_query" if exact and self.approximates_queries else "query"
         rows: list[Vectors | None] = []
         missing: list[str] = []
         with self._stats_lock:
@@ -163,6 +164,11 @@ class Embedder(ABC):
         if not rows:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.stack([row for row in rows if row is not None]).astype(np.float32, copy=True)
+
+    @property
+    def approximates_queries(self) -> bool:
+        """Whether search queries run an approximation of the model (`embedding.query_precision`)."""
+        return False
 
     def warm_queries(self) -> None:  # noqa: B027 - optional hook: only the in-process model has one
         """Load what embedding a query needs now (a server calls this at start-up, not on its first search)."""

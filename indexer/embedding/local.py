@@ -57,6 +57,7 @@ class FastembedEmbedder(Embedder):
         # "exact_query" (and "query" without a copy) the model as published.
         self._query_sessions: dict[str, Any] = {}
         self._session_of_kind: dict[InputKind, Any] = {}
+        self._int8_in_use = False
         self._query_lock = threading.Lock()
         inner: Any = self._model.model
         self.dimension = int(inner.model_description.dim)
@@ -72,48 +73,73 @@ class FastembedEmbedder(Embedder):
 
     def warm_queries(self) -> None:
         self._query_session("query")
-        self._query_session("exact_query")
+        if self.approximates_queries:  # a second, published-model session for exact queries
+            self._query_session("exact_query")
+
+    @property
+    def approximates_queries(self) -> bool:
+        self._query_session("query")
+        return self._int8_in_use
 
     def _query_session(self, kind: InputKind) -> Any:
         ready = self._session_of_kind.get(kind)
         if ready is not None:  # the common case: no lock on the hot path
             return ready
         with self._query_lock:
-            if kind in self._session_of_kind:
-                return self._session_of_kind[kind]
-            kwargs = {**self._query_kwargs}
-            int8_dir = self._int8_query_dir() if kind == "query" else None
-            if int8_dir is not None:
-                kwargs["specific_model_path"] = str(int8_dir)
-            key = str(kwargs.get("specific_model_path") or kwargs.get("cache_dir"))
-            session = self._query_sessions.get(key)
-            if session is None:
-                from fastembed import TextEmbedding
+            if kind not in self._session_of_kind:
+                int8_dir = self._int8_query_dir() if kind == "query" else None
+                session = self._load_query_session(int8_dir) if int8_dir is not None else None
+                self._int8_in_use = self._int8_in_use or session is not None
+                self._session_of_kind[kind] = session or self._load_query_session(None)
+            return self._session_of_kind[kind]
 
+    def _load_query_session(self, int8_dir: Path | None) -> Any:
+        """A one-thread session of the published model, or of the int8 copy in `int8_dir` (None
+        when the copy will not load: the published model serves instead, with a warning)."""
+        from fastembed import TextEmbedding
+
+        kwargs = {**self._query_kwargs}
+        if int8_dir is not None:
+            kwargs["specific_model_path"] = str(int8_dir)
+        key = str(kwargs.get("specific_model_path") or kwargs.get("cache_dir"))
+        session = self._query_sessions.get(key)
+        if session is None:
+            try:
                 session = _load(TextEmbedding, self.settings.model, kwargs)
-                self._query_sessions[key] = session
-            self._session_of_kind[kind] = session
-            return session
+            except EmbeddingModelUnavailable as error:
+                if int8_dir is None:
+                    raise
+                self._not_quantized(f"the copy in {int8_dir} does not load: {error}")
+                return None
+            self._query_sessions[key] = session
+        return session
+
+    def _not_quantized(self, reason: str) -> None:
+        log.warning("query_model_not_quantized", model=self.model_id, reason=reason[:300])
 
     def _int8_query_dir(self) -> Path | None:
         """The int8 query copy when `embedding.query_precision` asks for it and it can be made.
 
         Only on the CPU (GPU kernels gain nothing from it) and only for a model whose files are
-        known here (the bundled one or `model_dir`); any other keeps the model as published."""
-        on_cpu = not self.settings.providers or self.settings.providers == ["CPUExecutionProvider"]
-        if self.settings.query_precision != "int8" or not on_cpu or self._model_dir is None:
+        known here (the bundled one or `model_dir`); any other keeps the model as published, and
+        says so."""
+        if self.settings.query_precision != "int8":
+            return None
+        if self.settings.providers and self.settings.providers != ["CPUExecutionProvider"]:
+            self._not_quantized(
+                "embedding.providers is not the CPU alone: queries run the model as published"
+            )
+            return None
+        if self._model_dir is None:
+            self._not_quantized("only the bundled model or one in embedding.model_dir can be copied")
             return None
         try:
             return int8_query_model(self._model_dir, self._models_dir)
         except ModuleNotFoundError as error:
-            log.warning(
-                "query_model_not_quantized",
-                model=self.model_id,
-                reason=f"{error.name} is not installed: pip install 'docgate[int8]'",
-            )
+            self._not_quantized(f"{error.name} is not installed: pip install 'docgate[int8]'")
             return None
         except Exception as error:  # the quantiser raises anything for graphs it cannot convert
-            log.warning("query_model_not_quantized", model=self.model_id, reason=str(error)[:200])
+            self._not_quantized(str(error))
             return None
 
     def _embed_texts(self, texts: Sequence[str], kind: InputKind) -> Vectors:

@@ -317,7 +317,11 @@ def followed_pointer(
     others = {
         page_of(ev.source): ev.title
         for n, ev in usable
-        if n in statements and page_of(ev.source) != page and ev.title and not _is_home(ev.source)
+        if n in statements
+        and page_of(ev.source) != page
+        and ev.title
+        and not _is_home(ev.source)
+        and page_kind(ev.source, ev.title) == "normative"  # never away from the normative rule
     }
     for number in mine:
         target = pointed_page(best_texts.get(number, ""), others)

@@ -19,10 +19,10 @@ longer code examples of the extractive backend); coverage weight 0.2 then raised
 Django unchanged. The heading weight is 0: added to the page score, 0.2 lowered Django precision
 (0.70 → 0.65). Coverage also decides the normative rule.
 
-When the chosen page's best statement sends the reader elsewhere ("See Deploying static files for
-proper strategies to serve static files in production") and the page it names by title is among
-the retrieved ones, the answer comes from that page: the docs' own pointer outranks any score
-(Django: the static files overview's pointer to its deployment page).
+When the best statement of one of the chosen page's sections sends the reader elsewhere ("See
+Deploying static files for proper strategies to serve static files in production") and a normative
+page it names by title is among the retrieved ones, the answer comes from that page: the docs' own
+pointer outranks any score (Django: the static files overview's pointer to its deployment page).
 
 Normative pages (reference, guides, the specification) come before proposals, changelogs,
 release notes and contributor guides (`internals/`, `contributing/`: written for people who
@@ -54,8 +54,13 @@ _PROPOSAL_PATH = re.compile(
 _PROPOSAL_TITLE = re.compile(r"^(?:SEP|PEP|RFC)[- ]?\d+", re.IGNORECASE)
 # Pages for people who develop the documented project itself, not for its users.
 _CONTRIBUTOR_PATH = re.compile(r"(?:^|/)(?:internals|contributing|contribute)(?:/|\.|$)", re.IGNORECASE)
-# "See <page title> for …", "…; refer to the <page title>": where the docs send the reader.
-_POINTER = re.compile(r"(?:^|[,;:(]\s*)(?:see|refer to)\s+(?:the\s+)?(?P<target>[^.;:()]+)", re.IGNORECASE)
+# "See <page title> for …", "…; see also <page title>.", "refer to the <page title>": where the
+# docs send the reader. The target runs to the end of the sentence; a title must end where the
+# reference does (the sentence ends, or "for", "to", "on", "about", "in" or a comma follows).
+_POINTER = re.compile(
+    r"(?:^|[,;:(]\s*)(?:see(?:\s+also)?|refer\s+to)\s+(?:the\s+)?(?P<target>.+)", re.IGNORECASE
+)
+_AFTER_TITLE = r"(?:\s*$|\s*[,.;:)]|\s+(?:for|to|on|about|in)\b)"
 _MIN_POINTER_TITLE_WORDS = 2  # "See Tasks" could mean anything; "See Deploying static files" cannot
 # Two stems name the same thing when one extends the other ("cancel", "cancellation").
 _MIN_SHARED_PREFIX = 5
@@ -197,7 +202,7 @@ def pointed_page(statement: str, titles: Mapping[str, str]) -> str | None:
             page
             for page, title in titles.items()
             if len(title.split()) >= _MIN_POINTER_TITLE_WORDS
-            and re.match(re.escape(" ".join(title.lower().split())) + r"\b", target)
+            and re.match(re.escape(" ".join(title.lower().split())) + _AFTER_TITLE, target)
         ]
         if named:
             return max(named, key=lambda page: len(titles[page]))  # the most specific title
