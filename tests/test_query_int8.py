@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from structlog.testing import capture_logs
 
 from indexer.embedding import Embedder, load_embedder
 from indexer.embedding import local as local_embedding
@@ -125,7 +126,6 @@ def test_a_copy_that_cannot_be_made_keeps_the_published_model_and_says_why(
     model_dir: Path,
     embedder: Embedder,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
     failure: Exception,
     said: str,
 ) -> None:
@@ -136,12 +136,12 @@ def test_a_copy_that_cannot_be_made_keeps_the_published_model_and_says_why(
     fallback = load_embedder(
         EmbeddingSettings(model_dir=model_dir, query_precision="int8", batch_size=7), model_dir.parent
     )
-    fallback.warm_queries()
+    with capture_logs() as logs:
+        fallback.warm_queries()
     assert np.allclose(
         fallback.embed_queries(QUESTIONS), embedder.embed_queries(QUESTIONS, exact=True), atol=1e-6
     )
-    logged = capsys.readouterr().out
-    assert "query_model_not_quantized" in logged and said in logged
+    assert [said in e["reason"] for e in logs if e["event"] == "query_model_not_quantized"] == [True]
 
 
 def test_answers_retrieve_with_the_published_model_and_searches_with_the_copy(
@@ -168,7 +168,6 @@ def test_a_copy_that_does_not_load_keeps_the_published_model(
     embedder: Embedder,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
     broken = tmp_path / "broken-copy"
     shutil.copytree(model_dir, broken)
@@ -177,10 +176,13 @@ def test_a_copy_that_does_not_load_keeps_the_published_model(
     fallback = load_embedder(
         EmbeddingSettings(model_dir=model_dir, query_precision="int8", batch_size=6), model_dir.parent
     )
-    fallback.warm_queries()  # the server starts
+    with capture_logs() as logs:
+        fallback.warm_queries()  # the server starts
     assert not fallback.approximates_queries
     assert np.allclose(fallback.embed_queries(QUESTIONS), embedder.embed_queries(QUESTIONS), atol=1e-6)
-    assert "does not load" in capsys.readouterr().out
+    assert ["does not load" in e["reason"] for e in logs if e["event"] == "query_model_not_quantized"] == [
+        True
+    ]
 
 
 @pytest.mark.parametrize(
@@ -190,17 +192,12 @@ def test_a_copy_that_does_not_load_keeps_the_published_model(
         ({"model_dir": None, "model": "BAAI/bge-small-en-v1.5"}, "only the bundled model"),
     ],
 )
-def test_int8_that_cannot_apply_says_why(
-    model_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    settings: dict[str, Any],
-    said: str,
-) -> None:
+def test_int8_that_cannot_apply_says_why(model_dir: Path, settings: dict[str, Any], said: str) -> None:
     embedder = object.__new__(local_embedding.FastembedEmbedder)  # only the decision, no model loaded
     embedder.settings = EmbeddingSettings(query_precision="int8", **{"model_dir": model_dir, **settings})
     embedder.model_id = embedder.settings.model
     embedder._model_dir = embedder.settings.model_dir
     embedder._models_dir = model_dir.parent
-    assert embedder._int8_query_dir() is None
-    assert said in capsys.readouterr().out
+    with capture_logs() as logs:
+        assert embedder._int8_query_dir() is None
+    assert [said in e["reason"] for e in logs if e["event"] == "query_model_not_quantized"] == [True]
