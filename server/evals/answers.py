@@ -65,12 +65,17 @@ async def answer_case(
     )
 
 
-def _answer_failures(outcomes: Sequence[AnswerOutcome]) -> list[AnswerFailure]:
+def answer_failures(outcomes: Sequence[AnswerOutcome]) -> list[AnswerFailure]:
     failures: list[AnswerFailure] = []
     for o in outcomes:
-        missing = o.missing_terms() if o.answered and o.case.answerable else []
+        judged = o.answered and o.case.answerable
+        missing = o.missing_terms() if judged else []
         wrong = o.case.answerable != o.answered if o.error is None else True
-        if not (wrong or missing):
+        # An answer that cites none of the expected pages fails however well it reads.
+        off_page = (
+            judged and bool(o.case.expected_pages) and not o.case.expected_pages.intersection(o.cited_pages)
+        )
+        if not (wrong or missing or off_page):
             continue
         failures.append(
             AnswerFailure(
@@ -105,5 +110,5 @@ def run_answers(
     cache = answerer.cache
     stats = CacheStats(hits=cache.hits, misses=cache.misses, entries=len(cache)) if cache else None
     return AnswerReport(
-        metrics=answer_metrics(outcomes, backend), cache=stats, failures=_answer_failures(outcomes)
+        metrics=answer_metrics(outcomes, backend), cache=stats, failures=answer_failures(outcomes)
     )

@@ -66,7 +66,10 @@ class AnswerReport(BaseModel):
     metrics: AnswerMetrics
     cache: CacheStats | None = None
     failures: list[AnswerFailure] = Field(
-        description="Answerable cases abstained on or missing a term, unanswerable ones answered, errors."
+        description=(
+            "Answerable cases abstained on, citing no expected page or missing a term; unanswerable"
+            " ones answered; errors."
+        )
     )
 
 
