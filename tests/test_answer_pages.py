@@ -154,6 +154,21 @@ def test_the_section_that_covers_more_of_the_question_wins_a_close_call() -> Non
     assert choose_page([thin, covering]) == covering
 
 
+def test_a_section_that_covers_clearly_more_of_the_question_outweighs_a_title_and_better_evidence() -> None:
+    # "How can a server ask the client's language model to generate a completion for it?"
+    completion = PageCandidate(
+        "server/completion.mdx", "normative", 1.30, SectionFit(0.43, 0.14, 0.0), title=0.49
+    )
+    sampling = PageCandidate("client/sampling.mdx", "normative", 1.20, SectionFit(0.86, 0.0, 0.0), title=0.08)
+    assert choose_page([completion, sampling]) == sampling
+    # A smaller lead in coverage leaves the choice to the scores.
+    closer = PageCandidate("client/sampling.mdx", "normative", 1.20, SectionFit(0.66, 0.0, 0.0), title=0.08)
+    assert choose_page([completion, closer]) == completion
+    # The lead never carries a changelog past a normative page that scored higher.
+    changelog = PageCandidate("changelog.mdx", "changelog", 1.20, SectionFit(1.0, 0.0, 0.0))
+    assert choose_page([completion, changelog]) == completion
+
+
 HASHERS = "\n".join(
     [
         "   ```",

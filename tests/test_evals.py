@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from indexer.embedding import Embedder
+from server.evals.answers import answer_failures
 from server.evals.configs import CONFIGS, retrieve_for
 from server.evals.dataset import EvalCase, EvalDatasetError, load_cases, page_of
 from server.evals.metrics import (
@@ -147,6 +148,21 @@ def test_answer_metrics_score_answers_abstentions_and_citations():
     assert metrics.must_mention_rate == pytest.approx(2 / 3, abs=1e-4)  # "null" is missing
     assert metrics.mean_grounding_score == pytest.approx(0.9)  # abstentions do not count
     assert metrics.total_cost_usd == pytest.approx(0.002)
+
+
+def test_answer_failures_list_wrong_pages_missing_terms_and_wrong_abstentions():
+    outcomes = [
+        _outcome(_case("right", must_mention=["atomic"]), cited=["a.html"], answer="Use atomic() [1]."),
+        _outcome(_case("off-page", must_mention=["atomic"]), cited=["b.html"], answer="Use atomic() [1]."),
+        _outcome(_case("missing", must_mention=["atomic"]), cited=["a.html"], answer="Use a block [1]."),
+        _outcome(_case("abstained"), abstained=True),
+        _outcome(_case("declined", answerable=False), abstained=True),
+        _outcome(_case("made-up", answerable=False), cited=["z.html"], answer="Made up [1]."),
+    ]
+    listed = {f.id: f for f in answer_failures(outcomes)}
+    assert set(listed) == {"off-page", "missing", "abstained", "made-up"}
+    assert listed["off-page"].cited == ["b.html"] and listed["off-page"].missing_terms == []
+    assert listed["missing"].missing_terms == ["atomic"]
 
 
 def test_per_answer_rates_count_whole_answers_not_terms():
@@ -605,6 +621,15 @@ def test_mcp_spec_eval_holds_its_baseline(mcp_report: EvalReport):
 @pytest.mark.slow
 def test_mcp_spec_hybrid_retrieval_beats_bm25_and_dense(mcp_report: EvalReport):
     _assert_hybrid_beats_single_retrievers(mcp_report)
+
+
+@pytest.mark.corpus
+@pytest.mark.slow
+def test_mcp_spec_extractive_citations_are_precise_and_mention_what_they_must(mcp_report: EvalReport):
+    assert mcp_report.answers is not None
+    metrics = mcp_report.answers.metrics
+    assert metrics.citation_precision is not None and metrics.citation_precision >= 0.8
+    assert metrics.must_mention_rate is not None and metrics.must_mention_rate >= 0.6
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,14 @@ longer code examples of the extractive backend); coverage weight 0.2 then raised
 Django unchanged. The heading weight is 0: added to the page score, 0.2 lowered Django precision
 (0.70 → 0.65). Coverage also decides the normative rule.
 
+A page whose best section covers clearly more of the question (at least `coverage_gap` = 0.3
+more of the weighted key terms) wins over the best-scored one: a title that repeats one word of
+the question ("Completion" for "ask the client's language model to generate a completion") does
+not outweigh a section that covers all of it (Sampling). Measured with gaps of 0.15 to 0.4: at
+0.3 and 0.4 it switched one MCP answer (to the expected page) and two of the Scrapy FAQ's (both
+to the page its authors linked: 0.649 → 0.703), none on Django or its FAQ; at 0.2 it switched
+five more, four of them away from an expected page (MCP 0.727 → 0.682, Django 0.814 → 0.791).
+
 When the best statement of one of the chosen page's sections sends the reader elsewhere ("See
 Deploying static files for proper strategies to serve static files in production") and a normative
 page it names by title is among the retrieved ones, the answer comes from that page: the docs' own
@@ -78,6 +86,8 @@ class PageWeights:
     title: float = 1.0
     # A normative page is preferred when its coverage is at least this close to the other's.
     normative_tolerance: float = 0.0
+    # A page whose best section covers this much more of the key terms wins (module docstring).
+    coverage_gap: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -190,6 +200,14 @@ def choose_page(pages: Sequence[PageCandidate], weights: PageWeights | None = No
         ]
         if normative:
             chosen = max(normative, key=total)
+    wider = [
+        c
+        for c in pages
+        if c.fit.coverage >= chosen.fit.coverage + w.coverage_gap
+        and (c.kind == "normative" or chosen.kind != "normative")  # never against the normative rule
+    ]
+    if wider:
+        chosen = max(wider, key=total)
     return chosen
 
 
