@@ -246,7 +246,9 @@ def test_markdown_without_front_matter_takes_the_h1_and_keeps_indented_code() ->
     keyed = section(document, "Caching in depth", "How fragments are keyed")
     assert "```\nlumen cache stats\nlumen cache prune --older-than 30d\n```" in keyed.blocks
     remote = section(document, "Caching in depth", "Remote caches")
-    assert remote.blocks[0].startswith("Sharing a cache between CI runners Mount the same directory")
+    # Raw HTML is read block by block, as an HTML page would be: the summary, then what it folds.
+    assert remote.blocks[0] == "Sharing a cache between CI runners"
+    assert remote.blocks[1].startswith("Mount the same directory")
     assert "<details>" not in full_text(document)
 
 
@@ -329,6 +331,31 @@ def test_mdx_code_fences_are_left_untouched() -> None:
         "```jsx\n// Fenced code is left alone, even when it holds components:\n"
         '<Layout title="Home">\n  {children}\n</Layout>\n```'
     )
+
+
+def test_mdx_raw_html_is_read_block_by_block_like_an_html_page() -> None:
+    """A generated API reference embedded as HTML: its paragraphs and lists stay apart."""
+    source = (
+        "# Schema\n\n### `SubscribeRequest`\n\n"
+        '<div class="type">\n\n'
+        '<div class="sig"><span>interface</span> <span>SubscribeRequest</span> &#x7B; uri: string }</div> '
+        '<div class="comment"><p>Sent to ask for updates whenever a resource changes.</p></div> '
+        "<section><span>uri: string</span><svg><use/></svg> <ul><li>The URI to watch. Any scheme works.</li>"
+        '<li>Required.</li></ul><aside class="sources"><p>Overrides Request.params</p></aside></section> '
+        '<section><div class="member-signature" id="m-reason"><span>reason?: string</span><a href="#m-reason"></a></div>'
+        "<div><p>Why the client asks.</p></div></section>\n"
+        "</div>\n\nPlain *Markdown* after it.\n"
+    )
+    blocks = section(parse_text("schema.mdx", source), "Schema", "SubscribeRequest").blocks
+    assert blocks == [
+        "interface SubscribeRequest { uri: string }",
+        "Sent to ask for updates whenever a resource changes.",
+        "uri: string",
+        "- The URI to watch. Any scheme works.\n- Required.",
+        # A member's anchored signature leads its description.
+        "reason?: string: Why the client asks.",
+        "Plain Markdown after it.",
+    ]
 
 
 def test_mdx_inline_code_mentioning_components_is_kept() -> None:

@@ -133,9 +133,11 @@ def _html_title(tree: LexborHTMLParser, root: Any, stem: str) -> str:
 class _HtmlWalker:
     """Walks block structure; leaf blocks take their text in one C call to stay fast."""
 
-    def __init__(self, sink: Sink, outline: Outline | None) -> None:
+    def __init__(self, sink: Sink, outline: Outline | None, *, anchored_labels: bool = False) -> None:
         self.sink = sink
         self.outline = outline  # set when API entries (dl/dt with ids) may become sub-headings
+        # Set for HTML embedded in Markdown: a short anchored line leads the block after it.
+        self.anchored_labels = anchored_labels
         self.inline: list[str] = []
 
     def walk(self, node: Any) -> None:
@@ -166,6 +168,9 @@ class _HtmlWalker:
             elif tag == "dl":
                 self.flush()
                 self._definitions(child)
+            elif self.anchored_labels and _is_anchored_label(child):
+                self.flush()
+                self.sink.prefix(_text(child))
             elif tag in _CONTAINERS or child.css_first(_BLOCK_SELECTOR) is not None:
                 self.flush()
                 self.walk(child)
@@ -259,6 +264,39 @@ def _dt_label(dt: Any) -> str:
     # `Field.` qualifies the name; option metavars (`--tag TAGS`) are not part of it.
     label = (qualifier if qualifier.endswith(".") else "") + _text(name)
     return clean_heading(label)[:MAX_LABEL]
+
+
+def _is_anchored_label(node: Any) -> bool:
+    """A member's signature in a generated API reference: a `div` with an `id`, no blocks inside
+    and a short text that is not a sentence (`nextCursor?: string`, then its description)."""
+    if node.tag != "div" or not node.id:
+        return False
+    if any(inner.mem_id != node.mem_id for inner in node.css(_BLOCK_SELECTOR)):  # css() holds node itself
+        return False
+    text = norm(_text(node))
+    return 0 < len(text) <= MAX_LABEL and not text.endswith((".", "!", "?"))
+
+
+def html_fragment_blocks(html: str, sink: Sink) -> None:
+    """The blocks of an HTML fragment embedded in Markdown, into `sink`, as a page's would be.
+
+    Paragraphs, lists, code and tables stay separate blocks (flattened into one line, a generated
+    API reference reads "… changes. method: "resources/subscribe" Overrides Request.method …" as
+    one sentence); navigation, asides and scripts are dropped as on an HTML page. A member's
+    anchored signature leads its description ("nextCursor?: string: An opaque token …"), so the
+    description names what it describes.
+    """
+    tree = LexborHTMLParser(html)
+    root = tree.body or tree.root
+    if root is None:
+        return
+    _mark_heading_anchors(root)
+    _drop_chrome(root, False)
+    for br in root.css("br"):
+        br.replace_with("\n")
+    walker = _HtmlWalker(sink, None, anchored_labels=True)
+    walker.walk(root)
+    walker.flush()
 
 
 def read_html(text: str, stem: str) -> tuple[str, list[Section]]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from markdown_it import MarkdownIt
 from markdown_it.tree import SyntaxTreeNode
-from selectolax.lexbor import LexborHTMLParser
 
 from indexer.models import Section
+from indexer.parsing.html import html_fragment_blocks
 from indexer.parsing.outline import Collector, Outline, Sink, clean_heading, fence, format_list, norm, words
 
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)(?:\r?\n)?^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S | re.M)
@@ -68,16 +69,11 @@ def _md_text(node: SyntaxTreeNode) -> str:
     return "".join(_md_inline(child) for child in node.children if child.type == "inline")
 
 
-def _html_fragment_text(html: str) -> str:
-    tree = LexborHTMLParser(html)
-    root = tree.body or tree.root
-    return norm(root.text(deep=True, separator=" ")) if root is not None else ""
-
-
 class _MarkdownWalker:
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: Sink, fragments: Sequence[str] = ()) -> None:
         self.sink = sink
         self.slugs: dict[str, int] = {}
+        self.fragments = fragments  # raw HTML paragraphs of an MDX page, by marker number
 
     def walk(self, node: SyntaxTreeNode) -> None:
         for child in node.children:
@@ -86,7 +82,12 @@ class _MarkdownWalker:
                 text = clean_heading(_md_text(child))
                 self.sink.heading(int(child.tag[1:]), text, _github_slug(text, self.slugs) if text else None)
             elif kind == "paragraph":
-                self.sink.block(norm(_md_text(child)))
+                text = norm(_md_text(child))
+                marker = _HTML_MARKER.fullmatch(text)
+                if marker is not None and int(marker.group(1)) < len(self.fragments):
+                    html_fragment_blocks(self.fragments[int(marker.group(1))], self.sink)
+                else:
+                    self.sink.block(text)
             elif kind in ("fence", "code_block"):
                 language = child.info.split()[0] if child.info.strip() else ""
                 self.sink.block(fence(child.content, language))
@@ -95,7 +96,7 @@ class _MarkdownWalker:
             elif kind == "table":
                 self.sink.block(self._table(child))
             elif kind == "html_block":
-                self.sink.block(_html_fragment_text(child.content))
+                html_fragment_blocks(child.content, self.sink)
             elif kind == "hr":
                 continue
             else:  # blockquote, list items reached directly, future containers
@@ -105,7 +106,7 @@ class _MarkdownWalker:
         items: list[list[str]] = []
         for item in node.children:
             collector = Collector()
-            walker = _MarkdownWalker(collector)
+            walker = _MarkdownWalker(collector, self.fragments)
             walker.walk(item)
             items.append(collector.done())
         start = node.attrs.get("start", 1)
@@ -136,14 +137,14 @@ def _markdown_title(meta: dict[str, str], tree: SyntaxTreeNode, stem: str) -> st
 
 
 def _build_markdown(
-    meta: dict[str, str], body: str, stem: str, parser: MarkdownIt
+    meta: dict[str, str], body: str, stem: str, parser: MarkdownIt, fragments: Sequence[str] = ()
 ) -> tuple[str, list[Section]]:
     tree = SyntaxTreeNode(parser.parse(body))
     title = _markdown_title(meta, tree, stem)
     outline = Outline(title)
     if meta.get("description"):
         outline.block(norm(meta["description"]))
-    _MarkdownWalker(outline).walk(tree)
+    _MarkdownWalker(outline, fragments).walk(tree)
     return title, outline.sections()
 
 
@@ -167,6 +168,14 @@ _TAG_RE = re.compile(_TAG)
 _TAG_LINE = re.compile(rf"^[ \t]*(?:{_TAG}[ \t]*)+$", re.MULTILINE)
 _TAG_NAME = re.compile(r"</?([A-Za-z][\w.:-]*)")
 _TITLE_ATTR = re.compile(r"""\btitle=(?:"([^"]*)"|'([^']*)'|\{\s*["'`]([^"'`]*)["'`]\s*\})""")
+# A paragraph that opens with an HTML block element (lowercase: MDX reads it as HTML, not JSX).
+_RAW_HTML_PARAGRAPH = re.compile(
+    r"^ {0,3}<(?:div|section|article|p|table|ul|ol|dl|pre|blockquote|details|figure|aside)[\s>/][^\n]*"
+    r"(?:\n(?![ \t]*\n)[^\n]*)*",
+    re.MULTILINE,
+)
+_HTML_MARKER_TEXT = "\x02{}\x02"
+_HTML_MARKER = re.compile(r"\x02(\d+)\x02")
 _HTML_TAGS = words(
     """a abbr b big blockquote br center cite code col colgroup dd del details div dl dt em figcaption
     figure font h1 h2 h3 h4 h5 h6 hr i iframe img ins kbd li mark ol p picture pre q s samp section
@@ -213,7 +222,25 @@ def _strip_esm(match: re.Match[str]) -> str:
     return "" if at_paragraph_start else match.group(0)
 
 
-def _clean_mdx_prose(prose: str) -> str:
+def _stash_html(prose: str, fragments: list[str]) -> str:
+    """Replace each paragraph of raw HTML with text in it (a line opening with `<div`, `<p`, …) by
+    a marker paragraph; the walker reads the HTML with the HTML reader, block by block.
+
+    Stripped as JSX tags, its paragraphs and lists would run together into one line.
+    """
+
+    def stash(match: re.Match[str]) -> str:
+        html = match.group(0)
+        if not _TAG_RE.sub("", html).strip():
+            return html  # tags only: JSX-style wrappers, removed below
+        fragments.append(html)
+        return f"\n\n{_HTML_MARKER_TEXT.format(len(fragments) - 1)}\n\n"
+
+    return _RAW_HTML_PARAGRAPH.sub(stash, prose)
+
+
+def _clean_mdx_prose(prose: str, fragments: list[str]) -> str:
+    prose = _stash_html(prose, fragments)
     prose = _ESM.sub(_strip_esm, prose)
     prose = _JSX_COMMENT.sub("", prose)
     prose = _JSX_EXPRESSION_LINE.sub("", prose)
@@ -269,18 +296,20 @@ def _dedent_fence(run: str, previous: str) -> str:
     )
 
 
-def _mdx_to_markdown(body: str) -> str:
+def _mdx_to_markdown(body: str, fragments: list[str]) -> str:
     parts: list[str] = []
     previous = ""
     for is_code, run in _split_fenced(body):
         if is_code:
             parts.append(_dedent_fence(run, previous))
         else:
-            parts.append(_clean_mdx_prose(run))
+            parts.append(_clean_mdx_prose(run, fragments))
             previous = run
     return "".join(parts)
 
 
 def read_mdx(text: str, stem: str) -> tuple[str, list[Section]]:
     meta, body = _split_front_matter(text)
-    return _build_markdown(meta, _mdx_to_markdown(body), stem, _MDX)
+    fragments: list[str] = []
+    markdown = _mdx_to_markdown(body, fragments)
+    return _build_markdown(meta, markdown, stem, _MDX, fragments)
