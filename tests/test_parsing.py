@@ -358,6 +358,13 @@ def test_mdx_raw_html_is_read_block_by_block_like_an_html_page() -> None:
     ]
 
 
+def test_mdx_raw_html_continuing_a_list_item_stays_in_the_item() -> None:
+    source = "# C\n\n- Run the job.\n\n  <div>Then <b>check</b> its log.</div>\n\n- Stop it.\n"
+    assert section(parse_text("c.mdx", source), "C").blocks == [
+        "- Run the job.\n  Then check its log.\n- Stop it."
+    ]
+
+
 def test_mdx_inline_code_mentioning_components_is_kept() -> None:
     document = parse_text("c.mdx", "# C\n\nUse `<Note>` or `<Card />` for asides.\n")
     assert section(document, "C").blocks == ["Use <Note> or <Card /> for asides."]

@@ -234,7 +234,8 @@ def _stash_html(prose: str, fragments: list[str]) -> str:
         if not _TAG_RE.sub("", html).strip():
             return html  # tags only: JSX-style wrappers, removed below
         fragments.append(html)
-        return f"\n\n{_HTML_MARKER_TEXT.format(len(fragments) - 1)}\n\n"
+        indent = html[: len(html) - len(html.lstrip(" "))]  # stays inside a list item it continues
+        return f"\n\n{indent}{_HTML_MARKER_TEXT.format(len(fragments) - 1)}\n\n"
 
     return _RAW_HTML_PARAGRAPH.sub(stash, prose)
 

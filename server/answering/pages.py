@@ -23,9 +23,10 @@ A page whose best section covers clearly more of the question (at least `coverag
 more of the weighted key terms) wins over the best-scored one: a title that repeats one word of
 the question ("Completion" for "ask the client's language model to generate a completion") does
 not outweigh a section that covers all of it (Sampling). Measured with gaps of 0.15 to 0.4: at
-0.3 and 0.4 it switched one MCP answer (to the expected page) and two of the Scrapy FAQ's (both
-to the page its authors linked: 0.649 → 0.703), none on Django or its FAQ; at 0.2 it switched
-five more, four of them away from an expected page (MCP 0.727 → 0.682, Django 0.814 → 0.791).
+0.3 and 0.4 it switched one MCP answer (to the expected page) and two answers each of the Scrapy
+and Git FAQs (each to a page the FAQ's authors linked: 0.649 → 0.703, 0.200 → 0.267), none on
+Django or its FAQ; at 0.2 it switched five more, four of them away from an expected page (MCP
+0.727 → 0.682, Django 0.814 → 0.791).
 
 When the best statement of one of the chosen page's sections sends the reader elsewhere ("See
 Deploying static files for proper strategies to serve static files in production") and a normative
