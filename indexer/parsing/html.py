@@ -168,9 +168,9 @@ class _HtmlWalker:
             elif tag == "dl":
                 self.flush()
                 self._definitions(child)
-            elif self.anchored_labels and _is_anchored_label(child):
+            elif self.anchored_labels and (label := _anchored_label(child)) is not None:
                 self.flush()
-                self.sink.prefix(_text(child))
+                self.sink.prefix(label)
             elif tag in _CONTAINERS or child.css_first(_BLOCK_SELECTOR) is not None:
                 self.flush()
                 self.walk(child)
@@ -266,15 +266,23 @@ def _dt_label(dt: Any) -> str:
     return clean_heading(label)[:MAX_LABEL]
 
 
-def _is_anchored_label(node: Any) -> bool:
-    """A member's signature in a generated API reference: a `div` with an `id`, no blocks inside
-    and a short text that is not a sentence (`nextCursor?: string`, then its description)."""
+def _anchored_label(node: Any) -> str | None:
+    """A member's signature in a generated API reference, or None: a `div` with an `id`, no blocks
+    inside and a short text that is not a sentence (`nextCursor?: string`, then its description)."""
     if node.tag != "div" or not node.id:
-        return False
+        return None
     if any(inner.mem_id != node.mem_id for inner in node.css(_BLOCK_SELECTOR)):  # css() holds node itself
-        return False
+        return None
     text = norm(_text(node))
-    return 0 < len(text) <= MAX_LABEL and not text.endswith((".", "!", "?"))
+    return text if 0 < len(text) <= MAX_LABEL and not text.endswith((".", "!", "?")) else None
+
+
+def _prepare_content(root: Any, semantic_main: bool) -> None:
+    """Anchors recorded, chrome dropped, line breaks kept: the content as the walker reads it."""
+    _mark_heading_anchors(root)
+    _drop_chrome(root, semantic_main)
+    for br in root.css("br"):
+        br.replace_with("\n")
 
 
 def html_fragment_blocks(html: str, sink: Sink) -> None:
@@ -290,10 +298,7 @@ def html_fragment_blocks(html: str, sink: Sink) -> None:
     root = tree.body or tree.root
     if root is None:
         return
-    _mark_heading_anchors(root)
-    _drop_chrome(root, False)
-    for br in root.css("br"):
-        br.replace_with("\n")
+    _prepare_content(root, False)
     walker = _HtmlWalker(sink, None, anchored_labels=True)
     walker.walk(root)
     walker.flush()
@@ -304,10 +309,7 @@ def read_html(text: str, stem: str) -> tuple[str, list[Section]]:
     root, semantic_main = _main_content(tree)
     if root is None:
         return stem, []
-    _mark_heading_anchors(root)
-    _drop_chrome(root, semantic_main)
-    for br in root.css("br"):
-        br.replace_with("\n")
+    _prepare_content(root, semantic_main)
     title = _html_title(tree, root, stem)
     outline = Outline(title)
     walker = _HtmlWalker(outline, outline)
