@@ -377,6 +377,15 @@ class ServeSettings(Section):
     resource_page_size: int = Field(
         default=100, ge=1, le=1000, description="Resources per `resources/list` page."
     )
+    # An SSE stream per POST costs the server about 1.5 ms of CPU per call and, with the MCP SDK's
+    # client, a new connection per call (it closes the stream once the answer arrived); a plain JSON
+    # body keeps the connection. Only a tool that messages the client mid-call needs the stream:
+    # `grounded_answer` asking the client's model (answer.backend = "sampling").
+    http_responses: Literal["auto", "json", "sse"] = Field(
+        default="auto",
+        description="How a POST is answered over HTTP: `json` one JSON body, `sse` an event stream; "
+        "`auto`: json unless answer.backend is sampling.",
+    )
 
 
 class CollectionSettings(Section):

@@ -114,6 +114,19 @@ class Exchange:
             return RESPONSE_LABEL if "result" in message or "error" in message else HTTP_LABEL
         return method if isinstance(method, str) and method in KNOWN_METHODS else UNKNOWN_METHOD
 
+    def rpc_request_id(self) -> str | None:
+        """The JSON-RPC id of the request in the body, in its JSON form (`5` and `"5"` differ), or
+        None for a notification, a response, a batch or a body that is no JSON-RPC request."""
+        if self.method != "POST" or self._body_size > len(self._body_head):
+            return None
+        message = _json(bytes(self._body_head))
+        if not isinstance(message, dict) or "method" not in message:
+            return None
+        ident = message.get("id")
+        if type(ident) is not int and not isinstance(ident, str):
+            return None
+        return json.dumps(ident)
+
     def _verdict(self) -> Verdict:
         code = self.status
         if self.denial is not None:

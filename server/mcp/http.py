@@ -35,6 +35,7 @@ from server.security.audit import AuditError
 from server.security.audit_tally import RepeatTally
 from server.security.registry import Principal, TenantRegistry
 from server.security.tenants import UnknownTenant
+from server.settings import ServerSettings
 
 log = structlog.get_logger()
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -96,6 +97,9 @@ class EdgeGuard:
         serve = runtime.settings.serve
         self.sessions = SessionBook(serve.max_sessions_per_tenant, serve.session_idle_timeout_s)
         self.tally = RepeatTally(runtime.audit, runtime.settings.audit.unauthenticated_interval_s)
+        # (session, JSON-RPC id) of the requests being answered: the transport keys a request's
+        # answer by its id, so a second request with the same id would take over the first's.
+        self._in_flight: set[tuple[str, str]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -237,7 +241,21 @@ class EdgeGuard:
             if read_ahead is None:
                 return  # the client left before its body arrived: recorded as such, nothing to run
             receive = read_ahead
-        await self.app(scope, receive, watch)
+        ident = exchange.rpc_request_id() if session_id is not None else None
+        flight = (session_id, ident) if session_id is not None and ident is not None else None
+        if flight is not None:
+            if flight in self._in_flight:
+                exchange.denial = "duplicate_request_id"
+                await _respond(
+                    send, 409, _duplicate_id_error(flight[1]), [(b"content-type", b"application/json")]
+                )
+                return
+            self._in_flight.add(flight)
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            if flight is not None:
+                self._in_flight.discard(flight)
         code = exchange.status or 0
         if session_id is not None and scope.get("method") == "DELETE" and 200 <= code < 300:
             self.sessions.closed(session_id)
@@ -312,6 +330,14 @@ class EdgeGuard:
             self._tarpitted -= 1
 
 
+def _duplicate_id_error(ident: str) -> bytes:
+    """A JSON-RPC error for a request whose id another request of the session still uses."""
+    message = f"request id {ident} is in use by a request still being answered on this session; use a new id"
+    return json.dumps(
+        {"jsonrpc": "2.0", "id": json.loads(ident), "error": {"code": -32600, "message": message}}
+    ).encode()
+
+
 async def _read_ahead(receive: Receive, limit: int) -> Receive | None:
     """`receive` with the request body read in advance (up to `limit` + 1 bytes: the transport
     answers 413 past `limit`), or None when the client disconnected before sending all of it.
@@ -363,6 +389,13 @@ def transport_security(
     )
 
 
+def json_responses(settings: ServerSettings) -> bool:
+    """Whether POSTs are answered with one JSON body instead of an event stream
+    (`serve.http_responses`): only the sampling answer backend sends requests mid-call."""
+    mode = settings.serve.http_responses
+    return mode == "json" or (mode == "auto" and settings.answer.backend != "sampling")
+
+
 def create_http_app(runtime: Runtime, host: str, port: int) -> Any:
     """The ASGI app for `docgate serve --http`."""
     settings = runtime.settings
@@ -380,6 +413,7 @@ def create_http_app(runtime: Runtime, host: str, port: int) -> Any:
         host=host,
         max_request_body_size=MAX_BODY,
         session_idle_timeout=settings.serve.session_idle_timeout_s,
+        json_response=json_responses(settings),
     )
     hosts = HostPolicy.for_server(host, port, settings.serve.allowed_hosts, settings.serve.allowed_origins)
     return EdgeGuard(app, runtime, settings.serve.path, hosts), app

@@ -295,6 +295,60 @@ def test_every_fuzzed_call_and_malformed_request_leaves_exactly_one_record(deplo
     assert verify(deployment.audit, VerifyKeys.load(deployment.key_dir)).ok
 
 
+def raw_search(client: Client, host: str, port: int, ident: int) -> bytes:
+    """A whole HTTP request: tools/call search on the client's session, with JSON-RPC id `ident`."""
+    body = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": ident,
+            "method": "tools/call",
+            "params": {"name": "search", "arguments": {"query": "themes"}},
+        }
+    ).encode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in {**client.session, "Content-Length": str(len(body))}.items())
+    return f"POST /mcp HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n{head}\r\n".encode() + body
+
+
+def test_a_request_id_in_use_on_the_session_is_refused_and_recorded(deployment: Deployment) -> None:
+    # The transport keys each answer by its request id: a second request with the id of one still
+    # being answered would take the first's answer over (the first then got a 500 for nothing).
+    before = len(audit_lines(deployment))
+    client = Client(deployment)
+    host, port = "127.0.0.1", deployment.port
+    raw = raw_search(client, host, port, 7)
+    sockets = [socket.create_connection((host, port)) for _ in range(6)]
+    for sock in sockets:
+        sock.settimeout(30)  # a request whose answer was taken over would never be answered
+        sock.sendall(raw)
+    replies = []
+    for sock in sockets:
+        with sock:
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+            replies.append(b"".join(chunks).decode())
+    client.close()
+    statuses = [int(reply.split(" ", 2)[1]) for reply in replies]
+    assert set(statuses) <= {200, 409}, statuses
+    assert 200 in statuses and 409 in statuses, statuses
+    for reply, status in zip(replies, statuses, strict=True):
+        body = json.loads(reply.split("\r\n\r\n", 1)[1])
+        if status == 409:
+            assert body["id"] == 7 and "request id 7 is in use" in body["error"]["message"]
+        else:
+            assert body["id"] == 7 and body["result"]["structuredContent"]["hits"]
+    expected = len(client.sent) + len(sockets)
+    deadline = time.monotonic() + 20
+    while len(audit_lines(deployment)) - before < expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    records = audit_lines(deployment)[before:]
+    assert len(records) == expected
+    refused = [r for r in records if r["reason"] == "duplicate_request_id"]
+    assert len(refused) == statuses.count(409)
+    assert all((r["decision"], r["outcome"], r["tool"]) == ("deny", "denied", "tools/call") for r in refused)
+    assert sum(1 for r in records if r["tool"] == "search") == statuses.count(200)
+
+
 def test_a_client_leaving_mid_call_still_leaves_exactly_one_record(deployment: Deployment) -> None:
     # However early the client hangs up (right after sending, or once the answer started), the
     # request has one record: the gateway's when its call started, else the edge's.
@@ -302,13 +356,11 @@ def test_a_client_leaving_mid_call_still_leaves_exactly_one_record(deployment: D
     before = len(audit_lines(deployment))
     client = Client(deployment)
     host, port = "127.0.0.1", deployment.port
-    body = b'{"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "search", "arguments": {"query": "themes"}}}'
-    head = "".join(f"{k}: {v}\r\n" for k, v in {**client.session, "Content-Length": str(len(body))}.items())
-    raw = f"POST /mcp HTTP/1.1\r\nHost: {host}:{port}\r\n{head}\r\n".encode() + body
     hang_ups = 20
     for i in range(hang_ups):
         with socket.create_connection((host, port)) as sock:
-            sock.sendall(raw)
+            # Each with its own id, as a client's requests have (a reused id is refused: below).
+            sock.sendall(raw_search(client, host, port, 100 + i))
             if i % 2:
                 sock.recv(1)  # the answer has started
             time.sleep(0.003 * (i % 5))
