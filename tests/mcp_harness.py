@@ -12,7 +12,10 @@ from typing import Any, Literal
 
 import anyio
 import httpx2
+import mcp.types as types
 from mcp import ClientSession, StdioServerParameters
+from mcp.client.context import ClientRequestContext
+from mcp.client.session import SamplingFnT
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -67,6 +70,21 @@ async def http_session(url: str, token: str | None = None) -> AsyncIterator[Clie
     ):
         await session.initialize()
         yield session
+
+
+def fixed_reply_sampler(reply: str) -> tuple[SamplingFnT, list[types.CreateMessageRequestParams]]:
+    """A client's sampling callback that answers every request with `reply`, and the requests it saw."""
+    requests: list[types.CreateMessageRequestParams] = []
+
+    async def sample(
+        context: ClientRequestContext, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult:
+        requests.append(params)
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text=reply), model="client-model"
+        )
+
+    return sample, requests
 
 
 SessionFactory = Callable[[], contextlib.AbstractAsyncContextManager[ClientSession]]

@@ -11,11 +11,11 @@ from typing import Any
 
 import mcp.types as types
 import pytest
-from mcp.client.context import ClientRequestContext
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from tests.conftest import REPO
+from tests.mcp_harness import fixed_reply_sampler
 
 pytestmark = pytest.mark.slow
 
@@ -65,15 +65,7 @@ async def extractive_session(params: StdioServerParameters, log: Any) -> dict[st
 
 
 async def sampling_session(params: StdioServerParameters, log: Any, reply: str) -> dict[str, Any]:
-    requests: list[types.CreateMessageRequestParams] = []
-
-    async def sample(
-        context: ClientRequestContext, params: types.CreateMessageRequestParams
-    ) -> types.CreateMessageResult:
-        requests.append(params)
-        return types.CreateMessageResult(
-            role="assistant", content=types.TextContent(type="text", text=reply), model="client-model"
-        )
+    sample, requests = fixed_reply_sampler(reply)
 
     async with (
         stdio_client(params, errlog=log) as (read, write),

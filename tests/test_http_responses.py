@@ -10,15 +10,13 @@ from typing import Any
 
 import anyio
 import httpx2
-import mcp.types as types
 import pytest
-from mcp.client.context import ClientRequestContext
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from indexer.settings import Settings
 from server.mcp.http import json_responses
-from tests.mcp_harness import INITIALIZE, JSON_RPC_HEADERS, http_server
+from tests.mcp_harness import INITIALIZE, JSON_RPC_HEADERS, fixed_reply_sampler, http_server
 
 pytestmark = pytest.mark.slow
 
@@ -111,15 +109,7 @@ def test_sse_is_kept_when_configured(lumen_data_dir: Path, tmp_path: Path) -> No
 
 
 async def answer_with_sampling(url: str, reply: str) -> dict[str, Any]:
-    requests: list[types.CreateMessageRequestParams] = []
-
-    async def sample(
-        context: ClientRequestContext, params: types.CreateMessageRequestParams
-    ) -> types.CreateMessageResult:
-        requests.append(params)
-        return types.CreateMessageResult(
-            role="assistant", content=types.TextContent(type="text", text=reply), model="client-model"
-        )
+    sample, requests = fixed_reply_sampler(reply)
 
     async with (
         httpx2.AsyncClient(timeout=60) as http,
