@@ -72,6 +72,17 @@ async def http_session(url: str, token: str | None = None) -> AsyncIterator[Clie
         yield session
 
 
+# What a client's model answers to the Lumen build-cache question: a cited answer in the JSON shape
+# the sampling backend asks for.
+LUMEN_CACHE_REPLY = json.dumps(
+    {
+        "answer": "The build cache lives in the directory named by LUMEN_CACHE_DIR, "
+        "which defaults to .lumen-cache inside the project [1].",
+        "citations": [{"n": 1}],
+    }
+)
+
+
 def fixed_reply_sampler(reply: str) -> tuple[SamplingFnT, list[types.CreateMessageRequestParams]]:
     """A client's sampling callback that answers every request with `reply`, and the requests it saw."""
     requests: list[types.CreateMessageRequestParams] = []

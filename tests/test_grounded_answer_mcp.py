@@ -15,7 +15,7 @@ from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from tests.conftest import REPO
-from tests.mcp_harness import fixed_reply_sampler
+from tests.mcp_harness import LUMEN_CACHE_REPLY, fixed_reply_sampler
 
 pytestmark = pytest.mark.slow
 
@@ -141,13 +141,7 @@ def test_sampling_backend_asks_the_clients_model(
 ) -> None:
     data_dir = tmp_path / "data"
     shutil.copytree(lumen_data_dir, data_dir)
-    reply = json.dumps(
-        {
-            "answer": "The build cache lives in the directory named by LUMEN_CACHE_DIR, "
-            "which defaults to .lumen-cache inside the project [1].",
-            "citations": [{"n": 1}],
-        }
-    )
+    reply = LUMEN_CACHE_REPLY
     params = server_params(data_dir, model_dir, DOCGATE_ANSWER__BACKEND="sampling")
     with (tmp_path / "server.log").open("w", encoding="utf-8") as log:
         out = asyncio.run(sampling_session(params, log, reply))

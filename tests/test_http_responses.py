@@ -16,7 +16,13 @@ from mcp.client.streamable_http import streamable_http_client
 
 from indexer.settings import Settings
 from server.mcp.http import json_responses
-from tests.mcp_harness import INITIALIZE, JSON_RPC_HEADERS, fixed_reply_sampler, http_server
+from tests.mcp_harness import (
+    INITIALIZE,
+    JSON_RPC_HEADERS,
+    LUMEN_CACHE_REPLY,
+    fixed_reply_sampler,
+    http_server,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -126,13 +132,7 @@ def test_the_sampling_backend_streams_so_it_can_ask_the_clients_model_over_http(
 ) -> None:
     data_dir = tmp_path / "data"
     shutil.copytree(lumen_data_dir, data_dir)
-    reply = json.dumps(
-        {
-            "answer": "The build cache lives in the directory named by LUMEN_CACHE_DIR, "
-            "which defaults to .lumen-cache inside the project [1].",
-            "citations": [{"n": 1}],
-        }
-    )
+    reply = LUMEN_CACHE_REPLY
     with http_server(data_dir, DOCGATE_ANSWER__BACKEND="sampling") as url:
         raw = tool_call_over_raw_http(url)
         out = anyio.run(answer_with_sampling, url, reply)
