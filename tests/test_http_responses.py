@@ -132,10 +132,9 @@ def test_the_sampling_backend_streams_so_it_can_ask_the_clients_model_over_http(
 ) -> None:
     data_dir = tmp_path / "data"
     shutil.copytree(lumen_data_dir, data_dir)
-    reply = LUMEN_CACHE_REPLY
     with http_server(data_dir, DOCGATE_ANSWER__BACKEND="sampling") as url:
         raw = tool_call_over_raw_http(url)
-        out = anyio.run(answer_with_sampling, url, reply)
+        out = anyio.run(answer_with_sampling, url, LUMEN_CACHE_REPLY)
     assert raw.headers["content-type"].startswith("text/event-stream")
     assert out["requests"], "the server never asked the client's model"
     answer = out["result"].structured_content

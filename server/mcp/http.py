@@ -241,13 +241,13 @@ class EdgeGuard:
             if read_ahead is None:
                 return  # the client left before its body arrived: recorded as such, nothing to run
             receive = read_ahead
-        ident = exchange.rpc_request_id() if session_id is not None else None
-        flight = (session_id, ident) if session_id is not None and ident is not None else None
-        if flight is not None:
+        flight = None
+        if session_id is not None and (ident := exchange.rpc_request_id()) is not None:
+            flight = (session_id, ident)
             if flight in self._in_flight:
                 exchange.denial = "duplicate_request_id"
                 await _respond(
-                    send, 409, _duplicate_id_error(flight[1]), [(b"content-type", b"application/json")]
+                    send, 409, _duplicate_id_error(ident), [(b"content-type", b"application/json")]
                 )
                 return
             self._in_flight.add(flight)
